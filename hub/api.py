@@ -1,0 +1,133 @@
+"""The HTTP API: health, readiness, metrics, devices and their readings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from quart import Blueprint, Response, jsonify, request
+
+from hub.auth import Authenticator
+from hub.config import parse_duration
+from hub.errors import ConfigError, QueryError
+from hub.metrics import Metrics
+from hub.models import is_valid_device_id
+from hub.presence import Presence
+from hub.store.base import Store
+
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 100_000
+
+
+def api(
+    store: Store,
+    presence: Presence,
+    auth: Authenticator,
+    metrics: Metrics,
+    ingest_status: Callable[[], dict[str, Any]],
+) -> Blueprint:
+    blueprint = Blueprint("api", __name__)
+
+    @blueprint.get("/healthz")
+    async def healthz() -> Response:
+        return jsonify({"ok": True})
+
+    @blueprint.get("/readyz")
+    async def readyz() -> tuple[Response, int]:
+        ready = bool(store.epoch)
+        body = {
+            "ready": ready,
+            "store": {"epoch": store.epoch, "head": store.head},
+            "ingest": ingest_status(),
+        }
+        return jsonify(body), 200 if ready else 503
+
+    @blueprint.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), content_type="text/plain; version=0.0.4")
+
+    @blueprint.get("/api/devices")
+    async def devices() -> Response:
+        records = {record.device_id: record for record in await store.devices()}
+        listed = [d for d in auth.listed if d not in records]
+        answer = [
+            {
+                "device_id": r.device_id,
+                "online": presence.is_online(r.device_id),
+                "first_seen": r.first_seen,
+                "last_seen": r.last_seen,
+                "group": auth.groups.get(r.device_id),
+                "metrics": {
+                    m.metric: {"unit": m.unit, "ts": m.ts, "value": m.value} for m in r.metrics
+                },
+                "attributes": {a.name: {"value": a.value, "ts": a.ts} for a in r.attributes},
+            }
+            for r in records.values()
+        ]
+        answer += [
+            {
+                "device_id": d,
+                "online": False,
+                "first_seen": None,
+                "last_seen": None,
+                "group": auth.groups.get(d),
+                "metrics": {},
+                "attributes": {},
+            }
+            for d in listed
+        ]
+        answer.sort(key=lambda d: str(d["device_id"]))
+        return jsonify({"devices": answer})
+
+    @blueprint.get("/api/devices/<device_id>/readings")
+    async def readings(device_id: str) -> tuple[Response, int]:
+        if not is_valid_device_id(device_id):
+            return jsonify({"error": "invalid device id"}), 400
+        try:
+            metric = request.args.get("metric", "")
+            if not metric:
+                raise QueryError("metric", "", "required")
+            start = _integer("from")
+            end = _integer("to")
+            limit = _integer("limit") or DEFAULT_LIMIT
+            if not 1 <= limit <= MAX_LIMIT:
+                raise QueryError("limit", str(limit), f"must be 1 to {MAX_LIMIT}")
+            bucket = request.args.get("bucket")
+            bucket_ms = _bucket(bucket) if bucket else None
+        except QueryError as exc:
+            return jsonify({"error": str(exc)}), 400
+        body: dict[str, Any] = {
+            "device_id": device_id,
+            "metric": metric,
+            "unit": await store.metric_unit(device_id, metric),
+        }
+        if bucket_ms is None:
+            rows = await store.readings(device_id, metric, start, end, limit)
+            body["readings"] = [r.to_wire() for r in rows]
+        else:
+            buckets = await store.buckets(device_id, metric, start, end, bucket_ms, limit)
+            body["bucket"] = bucket
+            body["buckets"] = [b.to_wire() for b in buckets]
+        return jsonify(body), 200
+
+    return blueprint
+
+
+def _integer(name: str) -> int | None:
+    text = request.args.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise QueryError(name, text, "must be an integer (epoch ms for from/to)") from None
+
+
+def _bucket(text: str) -> int:
+    try:
+        seconds = parse_duration(text, "bucket")
+    except ConfigError:
+        raise QueryError("bucket", text, "must be a duration such as 10s, 1m, 1h, 1d") from None
+    if seconds < 0.001:
+        raise QueryError("bucket", text, "must be at least 1ms")
+    return round(seconds * 1000)

@@ -1,0 +1,162 @@
+"""All the wiring, in one place.
+
+`create_hub` builds Quart, the Socket.IO server and every component, and
+hands each what it needs. Nothing runs until Quart's `while_serving` enters
+`Hub.start`, which opens them in dependency order on an `AsyncExitStack`;
+`Hub.stop` unwinds it: MQTT stops reading and hands over what it received,
+the writer commits everything queued (so every acknowledgement goes out), the
+broadcaster sends its last frame, dashboards are disconnected, the store closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import socketio
+from quart import Quart
+
+from hub.api import api
+from hub.auth import Authenticator
+from hub.broadcast import Broadcaster
+from hub.config import Settings
+from hub.dashboard import DashboardNamespace
+from hub.ingest.http import http_ingest
+from hub.ingest.mqtt import MqttIngest
+from hub.ingest.socketio import DeviceNamespace
+from hub.metrics import Metrics
+from hub.normalize import Rules
+from hub.pages import pages
+from hub.polling import release_polls_on_close
+from hub.presence import Presence
+from hub.store import Store, open_store
+from hub.writer import Writer
+
+log = logging.getLogger(__name__)
+
+# Room for the Socket.IO packet framing around a device payload.
+PACKET_OVERHEAD = 4096
+
+
+@dataclass
+class Hub:
+    settings: Settings
+    sio: socketio.AsyncServer
+    quart: Quart
+    asgi: Any
+    store: Store
+    presence: Presence
+    broadcaster: Broadcaster
+    writer: Writer
+    mqtt: MqttIngest | None
+    metrics: Metrics
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    _started: bool = False
+
+    async def start(self) -> None:
+        stack = self._stack
+        await self.store.open()
+        stack.push_async_callback(self.store.close)
+        self.presence.load(await self.store.devices())
+        self.broadcaster.start_at(self.store.epoch, self.store.head)
+        stack.push_async_callback(self._disconnect_clients)
+        await stack.enter_async_context(self.broadcaster)
+        await stack.enter_async_context(self.writer)
+        if self.mqtt is not None:
+            await stack.enter_async_context(self.mqtt)
+        self._started = True
+        log.info(
+            "hub started: store %s epoch %s head %d",
+            self.settings.storage.path,
+            self.store.epoch,
+            self.store.head,
+        )
+
+    async def stop(self) -> None:
+        """Drain and close; safe to call more than once."""
+        if self._started:
+            self._started = False
+            log.info("hub stopping: draining")
+        await self._stack.aclose()
+
+    async def _disconnect_clients(self) -> None:
+        # Close at the Engine.IO level: clients see a transport close and
+        # reconnect by themselves, which is what a hub restart needs.
+        if self.sio.eio.sockets:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.sio.eio.disconnect(), timeout=2)
+
+    def ingest_status(self) -> dict[str, Any]:
+        mqtt: dict[str, Any] = (
+            self.mqtt.status.to_wire() if self.mqtt is not None else {"state": "disabled"}
+        )
+        return {
+            "mqtt": mqtt,
+            "socketio": {
+                "state": "listening",
+                "devices": len(self.sio.manager.rooms.get("/devices", {}).get(None, {})),
+            },
+            "http": {"state": "listening"},
+            "writer": {"backlog": self.writer.backlog},
+        }
+
+
+def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
+    metrics = Metrics()
+    rules = Rules.from_settings(settings.normalize)
+    auth = Authenticator(settings.auth, settings.devices)
+    store = open_store(settings.storage)
+    presence = Presence(round(settings.presence.offline_after * 1000))
+    server = settings.server
+    origins = list(server.cors_allowed_origins)
+    sio = socketio.AsyncServer(
+        async_mode="asgi",
+        transports=list(server.transports),
+        cors_allowed_origins=("*" if origins == ["*"] else origins) if origins else None,
+        ping_interval=server.ping_interval,
+        ping_timeout=server.ping_timeout,
+        max_http_buffer_size=settings.normalize.max_payload_bytes + PACKET_OVERHEAD,
+    )
+    release_polls_on_close(sio)
+    broadcaster = Broadcaster(sio, metrics, tick=settings.broadcast.tick)
+    writer = Writer(
+        store,
+        presence,
+        broadcaster.publish,
+        metrics,
+        batch_max=settings.storage.batch_max,
+        linger=settings.storage.commit_linger,
+        queue_max=settings.storage.queue_max,
+    )
+    mqtt = (
+        MqttIngest(settings.mqtt, writer, rules, auth, metrics) if settings.mqtt.enabled else None
+    )
+    sio.register_namespace(DeviceNamespace(writer, rules, auth, metrics))
+    sio.register_namespace(DashboardNamespace(broadcaster, auth))
+
+    quart = Quart(__name__)
+    quart.config["MAX_CONTENT_LENGTH"] = settings.normalize.max_payload_bytes + PACKET_OVERHEAD
+    hub = Hub(settings, sio, quart, None, store, presence, broadcaster, writer, mqtt, metrics)
+    quart.register_blueprint(api(store, presence, auth, metrics, hub.ingest_status))
+    quart.register_blueprint(http_ingest(writer, rules, auth, metrics))
+    quart.register_blueprint(pages(web_root))
+    metrics.gauge("hub_store_head_seq", lambda: float(store.head))
+    metrics.gauge("hub_writer_backlog", lambda: float(writer.backlog))
+    metrics.gauge("hub_dashboard_clients", lambda: float(broadcaster.clients))
+    metrics.gauge(
+        "hub_mqtt_connected", lambda: float(mqtt is not None and mqtt.connection.connected)
+    )
+
+    @quart.while_serving
+    async def lifespan() -> AsyncGenerator[None, None]:
+        await hub.start()
+        yield
+        await hub.stop()
+
+    hub.asgi = socketio.ASGIApp(sio, other_asgi_app=quart, socketio_path="socket.io")
+    return hub

@@ -1,0 +1,72 @@
+"""Who may connect: devices by their token, dashboards and admins by theirs.
+
+Tokens are compared as SHA-256 digests with `hmac.compare_digest`, so the
+comparison takes the same time whatever the guess, and a device's secret can
+be configured as its hash (`token_sha256`) or kept in a file (`token_file`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+
+from hub.config import AuthSettings, DeviceSettings
+from hub.errors import AuthError
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class Authenticator:
+    def __init__(self, auth: AuthSettings, devices: tuple[DeviceSettings, ...]):
+        self._dashboard = digest(auth.dashboard_token) if auth.dashboard_token else None
+        self._admin = digest(auth.admin_token) if auth.admin_token else None
+        self._tokens: dict[str, bytes | None] = {}
+        self.groups: dict[str, str] = {}
+        for device in devices:
+            self._tokens[device.id] = _device_digest(device)
+            if device.group:
+                self.groups[device.id] = device.group
+        enroll = auth.enroll
+        if enroll == "auto":
+            enroll = "listed" if any(t is not None for t in self._tokens.values()) else "open"
+        self.enroll = enroll
+
+    @property
+    def listed(self) -> tuple[str, ...]:
+        return tuple(self._tokens)
+
+    def device_allowed(self, device_id: str) -> bool:
+        """Whether data from this device is accepted at all (listed enrollment)."""
+        return self.enroll == "open" or device_id in self._tokens
+
+    def check_device(self, device_id: str, token: str) -> None:
+        if not self.device_allowed(device_id):
+            raise AuthError(f"device {device_id}", "not listed in [[devices]]")
+        expected = self._tokens.get(device_id)
+        if expected is not None and not hmac.compare_digest(expected, digest(token or "")):
+            raise AuthError(f"device {device_id}", "wrong or missing token")
+
+    def check_dashboard(self, token: str) -> None:
+        if self._dashboard is not None and not hmac.compare_digest(
+            self._dashboard, digest(token or "")
+        ):
+            raise AuthError("dashboard", "wrong or missing token")
+
+    def check_admin(self, token: str) -> None:
+        if self._admin is None:
+            raise AuthError("admin", "closed: no auth.admin_token is configured")
+        if not hmac.compare_digest(self._admin, digest(token or "")):
+            raise AuthError("admin", "wrong or missing token")
+
+
+def _device_digest(device: DeviceSettings) -> bytes | None:
+    if device.token:
+        return digest(device.token)
+    if device.token_sha256:
+        return bytes.fromhex(device.token_sha256)
+    if device.token_file:
+        return digest(Path(device.token_file).read_text(encoding="utf-8").strip())
+    return None

@@ -1,0 +1,479 @@
+"""Settings: `config.toml` read once with tomllib, typed, frozen, passed in.
+
+Every key can be overridden from the environment as `HUB_<SECTION>__<KEY>`
+(for example `HUB_SERVER__PORT=9000`). Unknown keys and bad values raise
+`ConfigError` naming the key and the value, with a did-you-mean where one fits.
+Durations are written `"250ms"`, `"5s"`, `"10m"`, `"2h"`, `"30d"` or as a number
+of seconds; they are held as float seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import orjson
+
+from hub.errors import ConfigError
+from hub.models import is_valid_device_id
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """Annotated marker: the number must lie in [low, high]."""
+
+    low: float
+    high: float
+
+
+class Duration:
+    """Annotated marker: a duration, held as float seconds."""
+
+
+ENV_PREFIX = "HUB_"
+CONFIG_ENV = "HUB_CONFIG"
+DEFAULT_CONFIG = "config.toml"
+
+Port = Annotated[int, Range(0, 65535)]
+Seconds = Annotated[float, Duration(), Range(0, 10 * 365 * 86400)]
+Positive = Annotated[int, Range(1, 1 << 40)]
+Transport = Literal["polling", "websocket"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    transports: tuple[Transport, ...] = ("polling", "websocket")
+    cors_allowed_origins: tuple[str, ...] = ()
+    ping_interval: Seconds = 25.0
+    ping_timeout: Seconds = 20.0
+    shutdown_timeout: Seconds = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    path: str = "data/hub.db"
+    synchronous: Literal["off", "normal", "full"] = "normal"
+    batch_max: Positive = 2000
+    commit_linger: Seconds = 0.002
+    queue_max: Positive = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    enabled: bool = True
+    url: str = "mqtt://127.0.0.1:1883"
+    topic_prefix: str = "devices"
+    qos: Annotated[int, Range(0, 1)] = 1
+    client_id: str = "telemetry-hub"
+    keepalive: Annotated[int, Range(5, 65535)] = 30
+    clean_start: bool = False
+    session_expiry: Seconds = 3600.0
+    receive_maximum: Annotated[int, Range(1, 65535)] = 1000
+    reconnect_min: Seconds = 0.5
+    reconnect_max: Seconds = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    dashboard_token: str = ""
+    admin_token: str = ""
+    enroll: Literal["open", "listed", "auto"] = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSettings:
+    id: str
+    token: str = ""
+    token_sha256: str = ""
+    token_file: str = ""
+    group: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySettings:
+    rate: Positive = 2000
+    burst: Positive = 2000
+    max_backlog: Positive = 100_000
+    max_concurrent: Positive = 8
+    page_size: Positive = 500
+
+
+DEFAULT_UNITS: Mapping[str, str] = types.MappingProxyType(
+    {"temperature": "Cel", "pressure": "Pa", "humidity": "%RH"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizeSettings:
+    max_payload_bytes: Positive = 65536
+    max_depth: Annotated[int, Range(2, 64)] = 8
+    max_values: Positive = 1000
+    max_future: Seconds = 300.0
+    max_past: Seconds = 30 * 86400.0
+    aliases: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}))
+    units: Mapping[str, str] = field(default_factory=lambda: DEFAULT_UNITS)
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastSettings:
+    tick: Seconds = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceSettings:
+    offline_after: Seconds = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    devices: tuple[DeviceSettings, ...] = ()
+    replay: ReplaySettings = field(default_factory=ReplaySettings)
+    normalize: NormalizeSettings = field(default_factory=NormalizeSettings)
+    broadcast: BroadcastSettings = field(default_factory=BroadcastSettings)
+    presence: PresenceSettings = field(default_factory=PresenceSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+
+SECRET_KEYS = frozenset({"dashboard_token", "admin_token", "token", "token_sha256"})
+
+# ---------------------------------------------------------------------------
+# loading
+
+
+def config_path(explicit: str | None, environ: Mapping[str, str]) -> Path:
+    """`--config` wins, then `HUB_CONFIG`, then `config.toml` in the working directory."""
+    return Path(explicit or environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read `path` (a missing default file means all defaults), apply env overrides."""
+    environ = os.environ if environ is None else environ
+    document: dict[str, Any] = {}
+    if path is not None:
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError("--config", str(path), "no such file") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), "<file>", f"not valid TOML: {exc}") from exc
+    _apply_environment(document, environ)
+    return settings_from_document(document)
+
+
+def settings_from_document(document: Mapping[str, Any]) -> Settings:
+    sections = {f.name: f for f in dataclasses.fields(Settings)}
+    _refuse_unknown(document, sections.keys(), "")
+    values: dict[str, Any] = {}
+    for name, raw in document.items():
+        if name == "devices":
+            values[name] = _devices(raw)
+        else:
+            section_type = _hints(Settings)[name]
+            if not isinstance(raw, Mapping):
+                raise ConfigError(name, raw, "must be a table ([" + name + "])")
+            values[name] = _build(section_type, raw, name)
+    settings = Settings(**values)
+    _check_consistency(settings)
+    return settings
+
+
+def _apply_environment(document: dict[str, Any], environ: Mapping[str, str]) -> None:
+    sections = {f.name for f in dataclasses.fields(Settings)} - {"devices"}
+    for variable, text in sorted(environ.items()):
+        if not variable.startswith(ENV_PREFIX) or "__" not in variable or variable == CONFIG_ENV:
+            continue
+        section, _, key = variable[len(ENV_PREFIX) :].lower().partition("__")
+        if section not in sections:
+            raise ConfigError(variable, text, "no such section", _close(section, sections))
+        table = document.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(section, table, "must be a table")
+        # The raw string is converted by the field's type, like a TOML value.
+        table[key] = _EnvText(text)
+
+
+class _EnvText(str):
+    """A value that came from the environment, still text, to be parsed by type."""
+
+
+def _devices(raw: Any) -> tuple[DeviceSettings, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("devices", raw, "must be an array of tables ([[devices]])")
+    devices = []
+    seen: set[str] = set()
+    for index, entry in enumerate(raw):
+        where = f"devices[{index}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(where, entry, "must be a table")
+        device = _build(DeviceSettings, entry, where)
+        if not is_valid_device_id(device.id):
+            raise ConfigError(f"{where}.id", device.id, "must be 1-64 of A-Z a-z 0-9 _ . -")
+        if device.id in seen:
+            raise ConfigError(f"{where}.id", device.id, "listed twice")
+        seen.add(device.id)
+        secrets = [k for k in ("token", "token_sha256", "token_file") if getattr(device, k)]
+        if len(secrets) > 1:
+            raise ConfigError(where, secrets, "give only one of token, token_sha256, token_file")
+        if device.token_sha256 and not _is_sha256_hex(device.token_sha256):
+            raise ConfigError(f"{where}.token_sha256", "***", "must be 64 hexadecimal digits")
+        if device.token_file and not Path(device.token_file).is_file():
+            raise ConfigError(f"{where}.token_file", device.token_file, "no such file")
+        devices.append(device)
+    return tuple(devices)
+
+
+def _is_sha256_hex(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _check_consistency(settings: Settings) -> None:
+    url = urlsplit(settings.mqtt.url)
+    if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
+        raise ConfigError("mqtt.url", settings.mqtt.url, "must look like mqtt://host:port")
+    try:
+        url.port  # noqa: B018 - parsing the port validates it
+    except ValueError as exc:
+        raise ConfigError("mqtt.url", settings.mqtt.url, "bad port") from exc
+    prefix = settings.mqtt.topic_prefix
+    if not prefix or any(c in prefix for c in "+#") or prefix.startswith("/"):
+        raise ConfigError("mqtt.topic_prefix", prefix, "must be a plain topic without + # or /")
+    if settings.mqtt.reconnect_min > settings.mqtt.reconnect_max:
+        raise ConfigError(
+            "mqtt.reconnect_min", settings.mqtt.reconnect_min, "exceeds mqtt.reconnect_max"
+        )
+    if not settings.server.transports:
+        raise ConfigError("server.transports", [], "needs at least one transport")
+    if settings.replay.burst < 1 or settings.replay.page_size > settings.replay.max_backlog:
+        raise ConfigError(
+            "replay.page_size", settings.replay.page_size, "exceeds replay.max_backlog"
+        )
+
+
+# ---------------------------------------------------------------------------
+# typed conversion
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _build(cls: type[Any], raw: Mapping[str, Any], where: str) -> Any:
+    hints = _hints(cls)
+    _refuse_unknown(raw, hints.keys(), where + ".")
+    values = {key: _convert(hints[key], value, f"{where}.{key}") for key, value in raw.items()}
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in values]
+        raise ConfigError(where, dict(raw), f"missing {', '.join(missing)}") from exc
+
+
+def _refuse_unknown(raw: Mapping[str, Any], known: typing.Iterable[str], where: str) -> None:
+    known = list(known)
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(where + key, value, "unknown key", _close(key, known))
+
+
+def _close(word: str, choices: typing.Iterable[str]) -> str | None:
+    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    base: Any = hint
+    markers: tuple[Any, ...] = ()
+    if typing.get_origin(hint) is Annotated:
+        base, *extra = typing.get_args(hint)
+        markers = tuple(extra)
+    if any(isinstance(m, Duration) for m in markers):
+        converted: Any = parse_duration(value, key)
+    else:
+        converted = _convert_base(base, value, key)
+    for marker in markers:
+        if isinstance(marker, Range) and not marker.low <= converted <= marker.high:
+            raise ConfigError(key, value, f"must be between {marker.low:g} and {marker.high:g}")
+    return converted
+
+
+def _convert_base(base: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(base)
+    from_env = isinstance(value, _EnvText)
+    if base is bool:
+        if from_env:
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, value, "must be true or false")
+    if base is int:
+        if from_env:
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, value, "must be an integer")
+    if base is float:
+        if from_env:
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(key, value, "must be a number")
+    if base is str:
+        if isinstance(value, str):
+            return str(value)
+        raise ConfigError(key, value, "must be a string")
+    if origin is Literal:
+        choices = typing.get_args(base)
+        if value in choices:
+            return str(value)
+        raise ConfigError(
+            key,
+            value,
+            "must be one of " + ", ".join(map(repr, choices)),
+            _close(str(value), choices),
+        )
+    if origin is tuple:
+        (item_type, _ellipsis) = typing.get_args(base)
+        if from_env:
+            value = _env_list(value, key)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(key, value, "must be an array")
+        return tuple(_convert(item_type, item, f"{key}[{i}]") for i, item in enumerate(value))
+    if origin in (Mapping, dict) or base is Mapping:
+        if from_env:
+            value = _env_json(value, key)
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, value, "must be a table of names to strings")
+        result = {}
+        for name, item in value.items():
+            if not isinstance(item, str):
+                raise ConfigError(f"{key}.{name}", item, "must be a string")
+            result[str(name)] = item
+        return types.MappingProxyType(result)
+    raise ConfigError(key, value, f"unsupported setting type {base!r}")  # pragma: no cover
+
+
+def _env_list(text: str, key: str) -> Any:
+    text = text.strip()
+    if text.startswith("["):
+        return _env_json(text, key)
+    return [_EnvText(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def _env_json(text: str, key: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(key, text, "must be JSON here") from exc
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any, key: str) -> float:
+    """`"250ms"`, `"5s"`, `"10m"`, `"2h"`, `"30d"`, or a number of seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        number, unit = text, "s"
+        for suffix in ("ms", "s", "m", "h", "d"):
+            if text.endswith(suffix):
+                number, unit = text[: -len(suffix)], suffix
+                break
+        try:
+            seconds = float(number) * _DURATION_UNITS[unit]
+        except ValueError:
+            raise ConfigError(
+                key, value, "must be a duration such as '250ms', '5s', '10m', '2h', '30d'"
+            ) from None
+    else:
+        raise ConfigError(key, value, "must be a duration such as '5s' or a number of seconds")
+    if seconds < 0 or seconds != seconds:
+        raise ConfigError(key, value, "must not be negative")
+    return seconds
+
+
+# ---------------------------------------------------------------------------
+# printing
+
+
+def dump_toml(settings: Settings) -> str:
+    """The effective configuration as TOML, secrets replaced by `"***"`."""
+    lines: list[str] = []
+    for section in dataclasses.fields(Settings):
+        value = getattr(settings, section.name)
+        if section.name == "devices":
+            for device in value:
+                lines.append("[[devices]]")
+                lines.extend(_dump_fields(device))
+                lines.append("")
+            continue
+        lines.append(f"[{section.name}]")
+        tables: list[tuple[str, Mapping[str, str]]] = []
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if isinstance(item, Mapping):
+                tables.append((f.name, item))
+        lines.extend(_dump_fields(value))
+        lines.append("")
+        for name, table in tables:
+            lines.append(f"[{section.name}.{name}]")
+            lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items())
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _dump_fields(obj: Any) -> list[str]:
+    lines = []
+    for f in dataclasses.fields(obj):
+        item = getattr(obj, f.name)
+        if isinstance(item, Mapping):
+            continue
+        if f.name in SECRET_KEYS and item:
+            item = "***"
+        lines.append(f"{f.name} = {_toml_value(item)}")
+    return lines
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return orjson.dumps(str(value)).decode()

@@ -1,0 +1,60 @@
+"""Every error the hub raises on purpose derives from `HubError`.
+
+Each subclass keeps its data as attributes and builds its message once, so
+callers can both show the message and act on the fields.
+"""
+
+from __future__ import annotations
+
+
+class HubError(Exception):
+    """Root of the hub's own errors."""
+
+
+class ConfigError(HubError):
+    """A setting is unknown or has a bad value."""
+
+    def __init__(self, key: str, value: object, problem: str, suggestion: str | None = None):
+        self.key = key
+        self.value = value
+        self.problem = problem
+        self.suggestion = suggestion
+        message = f"{key} = {value!r}: {problem}"
+        if suggestion:
+            message += f" (did you mean {suggestion!r}?)"
+        super().__init__(message)
+
+
+class StoreError(HubError):
+    """The store could not carry out an operation; the cause is chained."""
+
+    def __init__(self, operation: str, detail: str):
+        self.operation = operation
+        self.detail = detail
+        super().__init__(f"store {operation} failed: {detail}")
+
+
+class HubClosing(HubError):
+    """The hub is shutting down and takes no new input."""
+
+    def __init__(self) -> None:
+        super().__init__("the hub is shutting down")
+
+
+class AuthError(HubError):
+    """A client presented no credentials, or the wrong ones."""
+
+    def __init__(self, who: str, reason: str):
+        self.who = who
+        self.reason = reason
+        super().__init__(f"{who}: {reason}")
+
+
+class QueryError(HubError):
+    """A query parameter of the HTTP API is malformed."""
+
+    def __init__(self, parameter: str, value: str, problem: str):
+        self.parameter = parameter
+        self.value = value
+        self.problem = problem
+        super().__init__(f"{parameter}={value!r}: {problem}")

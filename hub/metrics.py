@@ -1,0 +1,67 @@
+"""Counters and gauges, rendered in the Prometheus text format at /metrics.
+
+Deliberately tiny: components bump plain dict entries on their hot paths and
+the rendering walks them once per scrape.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+LabelSet = tuple[tuple[str, str], ...]
+
+_HELP = {
+    "hub_messages_received_total": ("counter", "Device messages received, by source"),
+    "hub_readings_stored_total": ("counter", "Readings committed to the store, by source"),
+    "hub_readings_duplicate_total": ("counter", "Readings dropped as repeats of a device seq"),
+    "hub_rejections_total": ("counter", "Payloads or values rejected, by source and reason"),
+    "hub_commits_total": ("counter", "Store transactions committed"),
+    "hub_commit_seconds_total": ("counter", "Time spent committing"),
+    "hub_commit_failures_total": ("counter", "Store transactions that failed"),
+    "hub_broadcast_frames_total": ("counter", "readings frames emitted to dashboard rooms"),
+    "hub_broadcast_readings_total": ("counter", "Readings put into broadcast frames"),
+}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.counters: defaultdict[tuple[str, LabelSet], float] = defaultdict(float)
+        self._gauges: dict[str, Callable[[], float]] = {}
+
+    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        self.counters[(name, tuple(sorted(labels.items())))] += amount
+
+    def gauge(self, name: str, read: Callable[[], float]) -> None:
+        """Register a gauge read at scrape time."""
+        self._gauges[name] = read
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.counters.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def render(self) -> str:
+        lines: list[str] = []
+        by_name: defaultdict[str, list[tuple[LabelSet, float]]] = defaultdict(list)
+        for (name, labels), amount in sorted(self.counters.items()):
+            by_name[name].append((labels, amount))
+        for name, samples in by_name.items():
+            kind, text = _HELP.get(name, ("counter", name))
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+            lines += [f"{name}{_labels(labels)} {_number(amount)}" for labels, amount in samples]
+        for name, read in sorted(self._gauges.items()):
+            lines += [f"# TYPE {name} gauge", f"{name} {_number(read())}"]
+        return "\n".join(lines) + "\n"
+
+
+def _labels(labels: LabelSet) -> str:
+    if not labels:
+        return ""
+    escaped = (
+        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+        for k, v in labels
+    )
+    return "{" + ",".join(escaped) + "}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)

@@ -1,0 +1,422 @@
+"""An MQTT connection driven by the asyncio loop: paho-mqtt with manual acks.
+
+aiomqtt cannot acknowledge a message after the fact (its issue #345), and the
+hub must acknowledge a QoS 1 message only once its readings are committed. So
+this drives paho directly, in the pattern paho documents for external loops:
+`loop_read`/`loop_write` from `add_reader`/`add_writer`, `loop_misc` once a
+second. paho's blocking `connect` runs in a thread; the socket callbacks it
+fires there hop back to the loop with `call_soon_threadsafe`.
+
+The connection reconnects forever with exponential backoff and jitter, and
+resubscribes; the session is persistent (clean start off, session expiry),
+so the broker keeps what it queued for us while we were away. Received
+messages wait in a queue; past `high_water` the socket is no longer read,
+which pushes back on the broker through TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from hub.config import MqttSettings
+
+log = logging.getLogger(__name__)
+
+
+class MqttState(StrEnum):
+    DISABLED = "disabled"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True, slots=True)
+class MqttMessage:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    mid: int
+    # Which connection delivered it: a mid means nothing on any other.
+    generation: int
+    received_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class MqttStatus:
+    state: MqttState
+    url: str
+    since: float
+    attempts: int
+    last_error: str | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "state": str(self.state),
+            "url": self.url,
+            "since": self.since,
+            "reconnect_attempts": self.attempts,
+            "last_error": self.last_error,
+        }
+
+
+def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random, so that
+    many hubs restarted together do not reconnect in lockstep."""
+    ceiling = min(high, low * 2**attempt)
+    return float(ceiling / 2 + rng.uniform(0, ceiling / 2))
+
+
+class MqttConnection:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        subscriptions: Sequence[tuple[str, int]],
+        *,
+        high_water: int = 10_000,
+        rng: random.Random | None = None,
+    ):
+        self.settings = settings
+        self.subscriptions = list(subscriptions)
+        self.high_water = high_water
+        self.rng = rng or random.Random()
+        url = urlsplit(settings.url)
+        self.host = url.hostname or "127.0.0.1"
+        self.tls = url.scheme == "mqtts"
+        self.port = url.port or (8883 if self.tls else 1883)
+        self.username = unquote(url.username) if url.username else None
+        self.password = unquote(url.password) if url.password else None
+        self.generation = 0
+        self._state = MqttState.CONNECTING
+        self._since = time.time()
+        self._attempts = 0
+        self._last_error: str | None = None
+        self._inbox: deque[MqttMessage] = deque()
+        self._arrived = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._sock: Any = None
+        self._paused = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._client = self._make_client()
+        self._connack: asyncio.Future[ReasonCode] | None = None
+        self._suback: dict[int, asyncio.Future[None]] = {}
+        self._lost: asyncio.Event = asyncio.Event()
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def __aenter__(self) -> MqttConnection:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._tasks = [
+            asyncio.create_task(self._maintain(), name="mqtt-connection"),
+            asyncio.create_task(self._misc(), name="mqtt-misc"),
+        ]
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._sock is not None:
+            # Flush pending acks, then say goodbye so the session is kept, not "lost".
+            # Pending acks go out before the DISCONNECT that ends the session's
+            # connection; the session itself (and unacked messages) stays.
+            for _ in range(100):
+                if self._sock is None or not self._client.want_write():
+                    break
+                self._client.loop_write()
+                await asyncio.sleep(0.01)
+            self._drop_socket()
+        self._set_state(MqttState.DISCONNECTED)
+
+    @property
+    def status(self) -> MqttStatus:
+        return MqttStatus(
+            self._state, _redact(self.settings.url), self._since, self._attempts, self._last_error
+        )
+
+    @property
+    def connected(self) -> bool:
+        return self._state is MqttState.CONNECTED
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    # -- receiving and acknowledging ----------------------------------------
+
+    async def receive(self, limit: int) -> list[MqttMessage]:
+        """Wait for at least one message, then take up to `limit`."""
+        while not self._inbox:
+            self._arrived.clear()
+            await self._arrived.wait()
+        count = min(limit, len(self._inbox))
+        batch = [self._inbox.popleft() for _ in range(count)]
+        if self._paused and len(self._inbox) < self.high_water // 2:
+            self._resume_reading()
+        return batch
+
+    def take(self, limit: int) -> list[MqttMessage]:
+        """Up to `limit` messages already received, without waiting."""
+        return [self._inbox.popleft() for _ in range(min(limit, len(self._inbox)))]
+
+    def stop_reading(self) -> None:
+        """Receive nothing more (shutdown): what is queued can still be taken."""
+        if not self._paused:
+            self._pause_reading()
+
+    def ack(self, messages: Sequence[MqttMessage]) -> None:
+        """Acknowledge messages whose contents are durable. Messages from an
+        earlier connection are skipped: the broker redelivers those."""
+        if self._sock is None:
+            return
+        for message in messages:
+            if message.qos > 0 and message.generation == self.generation:
+                self._client.ack(message.mid, message.qos)
+
+    # -- the connection -----------------------------------------------------
+
+    def _make_client(self) -> paho.Client:
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.settings.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=True,
+        )
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if self.tls:
+            client.tls_set_context(ssl.create_default_context())
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_socket_register_write
+        client.on_socket_unregister_write = self._on_socket_unregister_write
+        return client
+
+    async def _maintain(self) -> None:
+        attempt = 0
+        while not self._closing:
+            self._set_state(MqttState.CONNECTING)
+            try:
+                await self._connect_once()
+                attempt = 0
+                self._attempts = 0
+                self._set_state(MqttState.CONNECTED)
+                self._connected.set()
+                await self._lost.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("MQTT %s: %s", _redact(self.settings.url), self._last_error)
+            self._connected.clear()
+            self._drop_socket()
+            self._set_state(MqttState.DISCONNECTED)
+            delay = backoff_delay(
+                attempt, self.settings.reconnect_min, self.settings.reconnect_max, self.rng
+            )
+            attempt += 1
+            self._attempts = attempt
+            await asyncio.sleep(delay)
+
+    async def _connect_once(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._lost.clear()
+        self.generation += 1
+        self._connack = loop.create_future()
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = int(self.settings.session_expiry)
+        properties.ReceiveMaximum = self.settings.receive_maximum
+        await loop.run_in_executor(
+            None,
+            lambda: self._client.connect(
+                self.host,
+                self.port,
+                keepalive=self.settings.keepalive,
+                clean_start=self.settings.clean_start,
+                properties=properties,
+            ),
+        )
+        code = await asyncio.wait_for(self._connack, timeout=10)
+        if code.is_failure:
+            raise ConnectionError(f"broker refused the connection: {code}")
+        futures = []
+        for topic, qos in self.subscriptions:
+            result, mid = self._client.subscribe(topic, qos=qos)
+            if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+                raise ConnectionError(f"subscribe {topic} failed: {result}")
+            futures.append(self._suback.setdefault(mid, loop.create_future()))
+        await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
+        self._last_error = None
+        log.info("MQTT connected to %s", _redact(self.settings.url))
+
+    async def _misc(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            if self._sock is not None:
+                self._client.loop_misc()
+
+    def _set_state(self, state: MqttState) -> None:
+        if state is not self._state:
+            self._state = state
+            self._since = time.time()
+
+    # -- paho callbacks (on the loop's thread unless noted) -----------------
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: Any,
+        code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result(code)
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: Any,
+        code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._last_error = f"disconnected: {code}"
+        self._lost.set()
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        future = self._suback.pop(mid, None)
+        if future is not None and not future.done():
+            failed = [c for c in codes if c.is_failure]
+            if failed:
+                future.set_exception(ConnectionError(f"subscription refused: {failed[0]}"))
+            else:
+                future.set_result(None)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._inbox.append(
+            MqttMessage(
+                message.topic,
+                bytes(message.payload),
+                message.qos,
+                bool(message.retain),
+                message.mid,
+                self.generation,
+                int(time.time() * 1000),
+            )
+        )
+        self._arrived.set()
+        if not self._paused and len(self._inbox) >= self.high_water:
+            self._pause_reading()
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # Runs in the connect thread.
+        self._sock = sock
+        self._threadsafe(self._watch_reads, sock)
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._threadsafe(self._unwatch, sock)
+        if sock is self._sock:
+            self._sock = None
+            self._threadsafe(self._lost.set)
+
+    def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._threadsafe(self._add_writer, sock)
+
+    def _on_socket_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._threadsafe(self._remove_writer, sock)
+
+    # -- loop plumbing ------------------------------------------------------
+
+    def _threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
+        assert self._loop is not None
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _watch_reads(self, sock: Any) -> None:
+        if sock is self._sock and not self._paused:
+            assert self._loop is not None
+            self._loop.add_reader(sock, self._client.loop_read)
+
+    def _unwatch(self, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(sock)
+        self._loop.remove_writer(sock)
+
+    def _add_writer(self, sock: Any) -> None:
+        if sock is self._sock:
+            assert self._loop is not None
+            self._loop.add_writer(sock, self._client.loop_write)
+
+    def _remove_writer(self, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.remove_writer(sock)
+
+    def _pause_reading(self) -> None:
+        self._paused = True
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock)
+
+    def _resume_reading(self) -> None:
+        self._paused = False
+        if self._sock is not None:
+            self._watch_reads(self._sock)
+
+    def _drop_socket(self) -> None:
+        """Close paho's socket through paho, so its state and ours agree."""
+        if self._sock is None:
+            return
+        self._client.disconnect()
+        self._client.loop_write()  # sends DISCONNECT and closes, when the socket takes it
+        if self._sock is not None:
+            self._client._sock_close()  # a dead socket: close without the goodbye
+        self._sock = None
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url

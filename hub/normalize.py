@@ -1,0 +1,474 @@
+"""Device payload -> readings, attributes and rejections. Pure: no I/O, no clock.
+
+The four payload forms of the contract are accepted: a flat object, an
+envelope (`ts`, `seq`, `values`), a batch (array of envelopes) and a SenML
+pack. Structural faults reject the whole payload (or the one envelope of a
+batch); a bad value rejects only that value, so the good ones are kept.
+Every rejection carries a reason from `RejectReason` and a readable detail.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from hub import units
+from hub.config import NormalizeSettings
+from hub.models import (
+    Attribute,
+    Normalized,
+    PendingReading,
+    Rejection,
+    RejectReason,
+    Source,
+    is_valid_device_id,
+)
+
+EXCERPT_BYTES = 256
+MAX_ATTRIBUTE_LENGTH = 1024
+MAX_NAME_LENGTH = 64
+_SECONDS_BELOW = 100_000_000_000  # numbers below this are epoch seconds (until year 5138)
+_SENML_RELATIVE_BELOW = 2**28  # RFC 8428 4.5.3: smaller times are relative to now
+_SENML_KEYS = frozenset(
+    {"bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"}
+)
+_ENVELOPE_KEYS = frozenset({"ts", "seq"})
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The normalizer's settings, in the units it works in (ms, bytes)."""
+
+    max_payload_bytes: int = 65536
+    max_depth: int = 8
+    max_values: int = 1000
+    max_future_ms: int = 300_000
+    max_past_ms: int = 30 * 86_400_000
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    units: Mapping[str, str] = field(default_factory=lambda: dict(NormalizeSettings().units))
+
+    @classmethod
+    def from_settings(cls, settings: NormalizeSettings) -> Rules:
+        return cls(
+            max_payload_bytes=settings.max_payload_bytes,
+            max_depth=settings.max_depth,
+            max_values=settings.max_values,
+            max_future_ms=round(settings.max_future * 1000),
+            max_past_ms=round(settings.max_past * 1000),
+            aliases={snake_case(k): snake_case(v) for k, v in settings.aliases.items()},
+            units=dict(settings.units),
+        )
+
+
+class _Reject(Exception):
+    """Internal: unwinds one envelope or value with its reason."""
+
+    def __init__(self, reason: RejectReason, detail: str):
+        self.reason = reason
+        self.detail = detail
+
+
+def normalize(
+    raw: bytes, *, device_id: str, source: Source, received_ms: int, rules: Rules
+) -> Normalized:
+    """Normalize one device message that arrived as bytes (MQTT, HTTP)."""
+    run = _Run(raw, device_id, source, received_ms, rules)
+    try:
+        if not is_valid_device_id(device_id):
+            raise _Reject(
+                RejectReason.INVALID_DEVICE_ID, "device id must be 1-64 of A-Z a-z 0-9 _ . -"
+            )
+        if len(raw) > rules.max_payload_bytes:
+            raise _Reject(
+                RejectReason.PAYLOAD_TOO_LARGE,
+                f"{len(raw)} bytes exceeds the limit of {rules.max_payload_bytes}",
+            )
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _Reject(RejectReason.INVALID_ENCODING, f"not UTF-8: {exc.reason}") from None
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise _Reject(RejectReason.INVALID_JSON, str(exc)) from None
+        run.document(document)
+    except _Reject as reject:
+        run.reject(reject)
+    return run.result()
+
+
+def normalize_document(
+    document: Any, *, raw: bytes, device_id: str, source: Source, received_ms: int, rules: Rules
+) -> Normalized:
+    """Normalize a message a transport already parsed (Socket.IO); `raw` is its
+    JSON encoding, used for the size limit and for excerpts."""
+    if isinstance(document, bytes | str):
+        data = document.encode() if isinstance(document, str) else document
+        return normalize(
+            data, device_id=device_id, source=source, received_ms=received_ms, rules=rules
+        )
+    run = _Run(raw, device_id, source, received_ms, rules)
+    try:
+        if not is_valid_device_id(device_id):
+            raise _Reject(
+                RejectReason.INVALID_DEVICE_ID, "device id must be 1-64 of A-Z a-z 0-9 _ . -"
+            )
+        if len(raw) > rules.max_payload_bytes:
+            raise _Reject(
+                RejectReason.PAYLOAD_TOO_LARGE,
+                f"{len(raw)} bytes exceeds the limit of {rules.max_payload_bytes}",
+            )
+        run.document(document)
+    except _Reject as reject:
+        run.reject(reject)
+    return run.result()
+
+
+@lru_cache(maxsize=8192)
+def snake_case(name: str) -> str:
+    """`batteryLevel` -> `battery_level`, `Air Temp` -> `air_temp`, `CO2-ppm` -> `co2_ppm`."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    spaced = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", spaced)
+    return re.sub(r"[^A-Za-z0-9]+", "_", spaced).strip("_").lower()
+
+
+def parse_timestamp(value: Any) -> int:
+    """Epoch seconds, epoch milliseconds or ISO 8601 -> epoch milliseconds (UTC).
+
+    Numbers below 1e11 are seconds (1e11 s is the year 5138; 1e11 ms is 1973).
+    An ISO 8601 time without an offset is taken as UTC.
+    """
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{value!r} is not a time")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a finite time")
+        return round(value * 1000) if abs(value) < _SECONDS_BELOW else round(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.replace(".", "", 1).isdigit():
+            return parse_timestamp(float(text))
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return round(moment.timestamp() * 1000)
+    raise ValueError(f"{type(value).__name__} is not a time")
+
+
+def _depth_exceeds(document: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend(
+                (child, depth + 1) for child in node.values() if isinstance(child, dict | list)
+            )
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node if isinstance(child, dict | list))
+    return False
+
+
+def _count_values(document: Any) -> int:
+    if isinstance(document, list):
+        return sum(_count_values(item) for item in document)
+    if isinstance(document, dict):
+        values = document.get("values")
+        return len(values) if isinstance(values, dict) else len(document)
+    return 1
+
+
+class _Run:
+    """The state of normalizing one message."""
+
+    def __init__(self, raw: bytes, device_id: str, source: Source, received_ms: int, rules: Rules):
+        self.raw = raw
+        self.device_id = device_id
+        self.source = source
+        self.received_ms = received_ms
+        self.rules = rules
+        self.readings: list[PendingReading] = []
+        self.attributes: list[Attribute] = []
+        self.rejections: list[Rejection] = []
+
+    def result(self) -> Normalized:
+        if not (self.readings or self.attributes or self.rejections):
+            self.reject(_Reject(RejectReason.EMPTY, "the payload holds no values"))
+        return Normalized(tuple(self.readings), tuple(self.attributes), tuple(self.rejections))
+
+    def reject(self, reject: _Reject) -> None:
+        excerpt = self.raw[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+        self.rejections.append(
+            Rejection(
+                self.source,
+                self.device_id[:MAX_NAME_LENGTH],
+                reject.reason,
+                reject.detail,
+                self.received_ms,
+                excerpt,
+            )
+        )
+
+    # -- forms --------------------------------------------------------------
+
+    def document(self, document: Any) -> None:
+        if _depth_exceeds(document, self.rules.max_depth):
+            raise _Reject(
+                RejectReason.TOO_DEEP, f"nested deeper than {self.rules.max_depth} levels"
+            )
+        count = _count_values(document)
+        if count > self.rules.max_values:
+            raise _Reject(
+                RejectReason.TOO_MANY_VALUES,
+                f"{count} values exceed the limit of {self.rules.max_values}",
+            )
+        if isinstance(document, dict):
+            self.envelope(document)
+        elif isinstance(document, list):
+            if not document:
+                raise _Reject(RejectReason.EMPTY, "an empty array")
+            if _is_senml(document):
+                self.senml(document)
+            else:
+                for index, item in enumerate(document):
+                    try:
+                        if not isinstance(item, dict):
+                            raise _Reject(
+                                RejectReason.UNSUPPORTED_FORM,
+                                f"batch item {index} is not an object",
+                            )
+                        self.envelope(item)
+                    except _Reject as reject:
+                        reject.detail = f"batch item {index}: {reject.detail}"
+                        self.reject(reject)
+        else:
+            raise _Reject(
+                RejectReason.UNSUPPORTED_FORM,
+                f"a JSON {type(document).__name__} is not a device payload",
+            )
+
+    def envelope(self, obj: dict[str, Any]) -> None:
+        """An envelope `{"ts", "seq", "values"}` or a flat object (whose `ts`
+        and `seq` keys, when present, mean the same as in an envelope)."""
+        values = obj.get("values")
+        if isinstance(values, dict):
+            extra = set(obj) - _ENVELOPE_KEYS - {"values"}
+            if extra:
+                raise _Reject(
+                    RejectReason.UNSUPPORTED_FORM,
+                    f"unexpected envelope keys {sorted(extra)}; put values under 'values'",
+                )
+        else:
+            values = {k: v for k, v in obj.items() if k not in _ENVELOPE_KEYS}
+        ts = self.timestamp(obj["ts"]) if "ts" in obj else self.received_ms
+        device_seq = self.device_seq(obj["seq"]) if "seq" in obj else None
+        if not values:
+            raise _Reject(RejectReason.EMPTY, "no values")
+        for name, value in values.items():
+            try:
+                self.value(name, value, ts, device_seq)
+            except _Reject as reject:
+                self.reject(reject)
+
+    def senml(self, records: list[Any]) -> None:
+        base_name, base_time, base_unit, base_value = "", 0.0, None, 0.0
+        for index, record in enumerate(records):
+            try:
+                if not isinstance(record, dict):
+                    raise _Reject(RejectReason.INVALID_SENML, f"record {index} is not an object")
+                unknown = set(record) - _SENML_KEYS
+                if unknown:
+                    raise _Reject(
+                        RejectReason.INVALID_SENML,
+                        f"record {index} has unknown fields {sorted(unknown)}",
+                    )
+                base_name = self.senml_text(record, "bn", base_name)
+                base_time = self.senml_number(record, "bt", base_time)
+                base_unit = self.senml_text(record, "bu", base_unit)
+                base_value = self.senml_number(record, "bv", base_value)
+                if not ({"v", "vs", "vb", "vd", "s"} & record.keys()):
+                    continue
+                name = self.senml_text(record, "n", "") or _last_segment(base_name)
+                when = base_time + self.senml_number(record, "t", 0.0)
+                if abs(when) < _SENML_RELATIVE_BELOW:
+                    when = self.received_ms / 1000 + when
+                ts = self.timestamp(when)
+                unit = self.senml_text(record, "u", base_unit)
+                value: Any
+                if "v" in record or "s" in record:
+                    key = "v" if "v" in record else "s"
+                    raw_value = record[key]
+                    if isinstance(raw_value, bool) or not isinstance(raw_value, int | float):
+                        raise _Reject(
+                            RejectReason.INVALID_SENML, f"record {index}: {key} must be a number"
+                        )
+                    value = raw_value + base_value
+                elif "vb" in record:
+                    value = record["vb"]
+                    if not isinstance(value, bool):
+                        raise _Reject(
+                            RejectReason.INVALID_SENML, f"record {index}: vb must be a boolean"
+                        )
+                else:
+                    key = "vs" if "vs" in record else "vd"
+                    value = record[key]
+                    if not isinstance(value, str):
+                        raise _Reject(
+                            RejectReason.INVALID_SENML, f"record {index}: {key} must be a string"
+                        )
+                self.value(name, {"value": value, "unit": unit} if unit else value, ts, None)
+            except _Reject as reject:
+                self.reject(reject)
+
+    # -- fields -------------------------------------------------------------
+
+    def value(self, name: Any, value: Any, ts: int, device_seq: int | None) -> None:
+        metric = self.metric(name)
+        unit: str | None = None
+        if isinstance(value, dict):
+            unknown = set(value) - {"value", "unit", "ts"}
+            if "value" not in value or unknown:
+                raise _Reject(
+                    RejectReason.INVALID_VALUE,
+                    f"metric {metric!r}: an object value needs 'value' (and may have "
+                    "'unit' and 'ts')",
+                )
+            if "ts" in value:
+                ts = self.timestamp(value["ts"])
+            given_unit = value.get("unit")
+            if given_unit is not None and not isinstance(given_unit, str):
+                raise _Reject(
+                    RejectReason.UNKNOWN_UNIT, f"metric {metric!r}: unit must be a string"
+                )
+            unit, value = given_unit or None, value["value"]
+        if isinstance(value, str):
+            if len(value) > MAX_ATTRIBUTE_LENGTH:
+                raise _Reject(
+                    RejectReason.INVALID_VALUE,
+                    f"attribute {metric!r}: longer than {MAX_ATTRIBUTE_LENGTH} characters",
+                )
+            self.attributes.append(Attribute(self.device_id, metric, value, ts))
+            return
+        if isinstance(value, bool):
+            number = 1.0 if value else 0.0
+        elif isinstance(value, int | float):
+            number = float(value)
+            if not math.isfinite(number):
+                raise _Reject(
+                    RejectReason.NON_FINITE, f"metric {metric!r}: {value!r} is not finite"
+                )
+        else:
+            kind = "null" if value is None else type(value).__name__
+            raise _Reject(
+                RejectReason.INVALID_VALUE,
+                f"metric {metric!r}: a {kind} is not a number, boolean or string",
+            )
+        number, canonical = self.convert(metric, number, unit)
+        self.readings.append(
+            PendingReading(self.device_id, metric, ts, number, canonical, device_seq)
+        )
+
+    def metric(self, name: Any) -> str:
+        if not isinstance(name, str) or not name:
+            raise _Reject(RejectReason.INVALID_METRIC, f"metric name {name!r} is not a string")
+        metric = snake_case(name[: MAX_NAME_LENGTH * 2])
+        metric = self.rules.aliases.get(metric, metric)
+        if not metric or len(metric) > MAX_NAME_LENGTH:
+            raise _Reject(
+                RejectReason.INVALID_METRIC,
+                f"metric name {name[:80]!r} must have 1-{MAX_NAME_LENGTH} letters or digits",
+            )
+        return metric
+
+    def convert(self, metric: str, value: float, unit: str | None) -> tuple[float, str | None]:
+        configured = self.rules.units.get(metric)
+        if unit is None:
+            return value, configured
+        source = units.lookup(unit)
+        if source is None:
+            if configured is not None and unit != configured:
+                raise _Reject(
+                    RejectReason.UNKNOWN_UNIT,
+                    f"metric {metric!r}: unknown unit {unit[:32]!r} (expected {configured})",
+                )
+            if len(unit) > units.MAX_UNIT_LENGTH or not unit.isprintable():
+                raise _Reject(RejectReason.UNKNOWN_UNIT, f"metric {metric!r}: unit {unit[:32]!r}")
+            return value, unit
+        target_symbol = configured or units.DIMENSION_DEFAULTS.get(source.dimension, source.symbol)
+        target = units.lookup(target_symbol)
+        if target is None:
+            # A configured unit the table does not know can only be matched exactly.
+            raise _Reject(
+                RejectReason.INCOMPATIBLE_UNIT,
+                f"metric {metric!r}: cannot convert {unit!r} to {target_symbol!r}",
+            )
+        if target.dimension != source.dimension:
+            raise _Reject(
+                RejectReason.INCOMPATIBLE_UNIT,
+                f"metric {metric!r}: {unit!r} is a {source.dimension} unit, "
+                f"not {target.dimension} ({target.symbol})",
+            )
+        return units.convert(value, source, target), target.symbol
+
+    def timestamp(self, value: Any) -> int:
+        try:
+            ts = parse_timestamp(value)
+        except (ValueError, OverflowError) as exc:
+            raise _Reject(
+                RejectReason.INVALID_TIMESTAMP, f"ts {str(value)[:64]!r}: {exc}"
+            ) from None
+        if ts > self.received_ms + self.rules.max_future_ms:
+            raise _Reject(
+                RejectReason.TIMESTAMP_IN_FUTURE,
+                f"ts {ts} is {(ts - self.received_ms) / 1000:.0f} s ahead of the hub's clock",
+            )
+        if ts < self.received_ms - self.rules.max_past_ms:
+            raise _Reject(
+                RejectReason.TIMESTAMP_TOO_OLD,
+                f"ts {ts} is {(self.received_ms - ts) / 86_400_000:.1f} days old",
+            )
+        return ts
+
+    def device_seq(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+            raise _Reject(
+                RejectReason.INVALID_SEQ, f"seq {str(value)[:32]!r} is not an integer >= 0"
+            )
+        return value
+
+    def senml_text(self, record: dict[str, Any], key: str, default: Any) -> Any:
+        if key not in record:
+            return default
+        if not isinstance(record[key], str):
+            raise _Reject(RejectReason.INVALID_SENML, f"{key} must be a string")
+        return record[key]
+
+    def senml_number(self, record: dict[str, Any], key: str, default: float) -> float:
+        if key not in record:
+            return default
+        value = record[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Reject(RejectReason.INVALID_SENML, f"{key} must be a number")
+        return float(value)
+
+
+def _is_senml(records: list[Any]) -> bool:
+    """A pack is an array of objects using SenML fields and no `values` key."""
+    objects = [r for r in records if isinstance(r, dict)]
+    return (
+        bool(objects)
+        and all("values" not in r for r in objects)
+        and any(_SENML_KEYS.issuperset(r) and r for r in objects)
+    )
+
+
+def _last_segment(base_name: str) -> str:
+    return re.split(r"[:/]", base_name.rstrip(":/"))[-1] if base_name else ""

@@ -1,0 +1,31 @@
+"""Long-polling behaviour the hub needs from python-engineio.
+
+When a polling client says goodbye (an Engine.IO CLOSE packet in a POST),
+python-engineio closes the session but leaves the client's pending GET
+waiting for up to ping_interval + ping_timeout. The official JavaScript client
+does not care (it aborts its request), but python-engineio's client waits for
+that GET in `disconnect()`, so it hangs for tens of seconds. The Node.js
+server answers the pending GET at once; so does the hub, by handing the
+closed session's queue a NOOP packet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import socketio
+from engineio import packet
+
+
+def release_polls_on_close(sio: socketio.AsyncServer) -> None:
+    eio = sio.eio
+    handle_disconnect = eio.handlers["disconnect"]
+
+    async def on_disconnect(eio_sid: str, reason: Any) -> None:
+        await handle_disconnect(eio_sid, reason)
+        if reason == eio.reason.CLIENT_DISCONNECT:
+            session = eio.sockets.get(eio_sid)
+            if session is not None and not session.upgraded:
+                session.queue.put_nowait(packet.Packet(packet.NOOP))
+
+    eio.on("disconnect", on_disconnect)

@@ -1,0 +1,81 @@
+"""Which devices are online. Pure state: the writer feeds it events in commit
+order and persists and broadcasts the changes it returns.
+
+A device is online while it holds a link that says so (a Socket.IO connection,
+or an MQTT status of `online`, whose Last Will turns it `offline`), or, for
+devices that only send data (HTTP, or MQTT without a status topic), until
+`offline_after` passes without hearing from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hub.models import DeviceRecord, PresenceChange
+
+MQTT_LINK = "mqtt"
+
+
+@dataclass(slots=True)
+class _Device:
+    online: bool
+    last_seen: int
+    links: set[str] = field(default_factory=set)
+
+
+class Presence:
+    def __init__(self, offline_after_ms: int):
+        self.offline_after_ms = offline_after_ms
+        self._devices: dict[str, _Device] = {}
+
+    def load(self, records: list[DeviceRecord]) -> None:
+        """Start from the store. Links did not survive the restart: devices that
+        were online stay so until they reconnect or time out."""
+        for record in records:
+            self._devices[record.device_id] = _Device(record.online, record.last_seen)
+
+    def is_online(self, device_id: str) -> bool:
+        device = self._devices.get(device_id)
+        return device is not None and device.online
+
+    def seen(self, device_id: str, now: int) -> PresenceChange | None:
+        """The device sent something."""
+        device = self._devices.setdefault(device_id, _Device(False, now))
+        device.last_seen = max(device.last_seen, now)
+        return self._set(device_id, device, True)
+
+    def link_up(self, device_id: str, link: str, now: int) -> PresenceChange | None:
+        device = self._devices.setdefault(device_id, _Device(False, now))
+        device.links.add(link)
+        device.last_seen = max(device.last_seen, now)
+        return self._set(device_id, device, True)
+
+    def link_down(self, device_id: str, link: str, now: int) -> PresenceChange | None:
+        device = self._devices.get(device_id)
+        if device is None:
+            device = self._devices[device_id] = _Device(False, now)
+        device.links.discard(link)
+        device.last_seen = max(device.last_seen, now)
+        return None if device.links else self._set(device_id, device, False)
+
+    def drop_links(self, link: str, now: int) -> list[PresenceChange]:
+        """A whole ingest path went away (the broker connection dropped)."""
+        holders = [d for d, device in self._devices.items() if link in device.links]
+        changes = (self.link_down(device_id, link, now) for device_id in holders)
+        return [change for change in changes if change is not None]
+
+    def expire(self, now: int) -> list[PresenceChange]:
+        changes = []
+        deadline = now - self.offline_after_ms
+        for device_id, device in self._devices.items():
+            if device.online and not device.links and device.last_seen < deadline:
+                device.online = False
+                changes.append(PresenceChange(device_id, False, device.last_seen))
+        return changes
+
+    @staticmethod
+    def _set(device_id: str, device: _Device, online: bool) -> PresenceChange | None:
+        if device.online == online:
+            return None
+        device.online = online
+        return PresenceChange(device_id, online, device.last_seen)

@@ -1,0 +1,82 @@
+"""Serving the hub on uvicorn, and stopping it without losing anything.
+
+uvicorn's own signal handling closes connections first and runs the ASGI
+lifespan shutdown last; the hub needs the opposite: drain (commit and
+acknowledge what was received) while clients are still connected, then close
+them. So signals are ours: on SIGINT/SIGTERM, `Hub.stop()` drains, and only
+then is uvicorn told to exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import AsyncIterator, Generator
+
+import uvicorn
+
+from hub.app import Hub, create_hub
+from hub.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The hub installs its own handlers (see module docstring).
+        yield
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, sock: socket.socket | None = None) -> AsyncIterator[Hub]:
+    """Serve the hub until the block exits, then drain and stop it.
+
+    `sock` is an already bound listening socket (tests bind port 0 and pass
+    it); without it, the hub binds `server.host`/`server.port`.
+    """
+    hub = create_hub(settings)
+    config = uvicorn.Config(
+        hub.asgi,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.log.level,
+        lifespan="on",
+        ws="websockets-sansio",
+        timeout_graceful_shutdown=max(1, round(settings.server.shutdown_timeout)),
+        access_log=False,
+    )
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock] if sock else None), name="uvicorn")
+    while not server.started:
+        if serving.done():
+            serving.result()  # startup failed: raise its error
+            raise RuntimeError("the server stopped during startup")
+        await asyncio.sleep(0.01)
+    try:
+        yield hub
+    finally:
+        await hub.stop()
+        server.should_exit = True
+        await serving
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGINT or SIGTERM, then drain and return."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with running(settings) as hub:
+            port = settings.server.port
+            log.info("dashboard at http://%s:%d/", settings.server.host, port)
+            del hub
+            await stop.wait()
+            log.info("signal received: draining")
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

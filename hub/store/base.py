@@ -1,0 +1,60 @@
+"""The store interface: the handful of calls the hub makes.
+
+SQLite (`hub.store.sqlite`) is the first backend; a PostgreSQL one will
+implement the same protocol. A backend assigns `seq` when it commits, keeps it
+strictly increasing and never reuses it, and keeps an `epoch` that changes
+only when the store is recreated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Protocol
+
+from hub.models import Bucket, DeviceRecord, Reading, Rejection, WriteBatch, WriteOutcome
+
+
+class Store(Protocol):
+    @property
+    def epoch(self) -> str:
+        """Names this store's lifetime; cursors of another epoch are stale."""
+
+    @property
+    def head(self) -> int:
+        """The highest committed seq (0 for an empty store)."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def write(self, batch: WriteBatch) -> WriteOutcome:
+        """Commit everything in `batch` in one transaction."""
+
+    async def readings(
+        self, device_id: str, metric: str, start: int | None, end: int | None, limit: int
+    ) -> list[Reading]:
+        """Up to `limit` readings, oldest first: from `start` on if given, else the latest."""
+
+    async def buckets(
+        self,
+        device_id: str,
+        metric: str,
+        start: int | None,
+        end: int | None,
+        bucket_ms: int,
+        limit: int,
+    ) -> list[Bucket]:
+        """min/max/mean/count per `bucket_ms`, aligned to the epoch, oldest first."""
+
+    async def readings_after(
+        self, seq: int, device_ids: Collection[str] | None, limit: int
+    ) -> list[Reading]:
+        """Readings with seq > `seq`, ascending, of these devices (None: all)."""
+
+    async def metric_unit(self, device_id: str, metric: str) -> str | None: ...
+
+    async def devices(self) -> list[DeviceRecord]: ...
+
+    async def rejections(self, limit: int) -> list[Rejection]: ...
+
+    async def rejection_counts(self) -> dict[str, int]: ...

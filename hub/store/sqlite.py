@@ -1,0 +1,334 @@
+"""The SQLite store, on aiosqlite.
+
+One transaction per batch (group commit, done by `hub.writer`), WAL journal,
+`synchronous` from config. `seq` is the readings table's INTEGER PRIMARY KEY
+with AUTOINCREMENT, so SQLite never hands a seq out twice, even after the
+newest rows are deleted. aiosqlite pays a thread hop per call, so every call
+here works on a whole batch.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Collection, Iterable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from hub.errors import StoreError
+from hub.models import (
+    Attribute,
+    Bucket,
+    DeviceRecord,
+    MetricSummary,
+    PendingReading,
+    Reading,
+    Rejection,
+    RejectReason,
+    Source,
+    WriteBatch,
+    WriteOutcome,
+)
+from hub.store.migrations import MIGRATIONS
+
+REJECTIONS_KEPT = 10_000
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path, synchronous: str = "normal"):
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self._db: aiosqlite.Connection | None = None
+        self._epoch = ""
+        self._head = 0
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    @property
+    def head(self) -> int:
+        return self._head
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("use", "the store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN and COMMIT ourselves.
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            await self._db.execute("PRAGMA foreign_keys=OFF")
+            await self._migrate()
+            self._epoch = await self._meta_epoch()
+            rows = await self._fetch_raw("SELECT seq FROM sqlite_sequence WHERE name = 'readings'")
+            self._head = int(rows[0][0]) if rows else 0
+        except (sqlite3.Error, OSError) as exc:
+            await self.close()
+            raise StoreError("open", f"{self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    async def _migrate(self) -> None:
+        rows = await self._fetch_raw("PRAGMA user_version")
+        version = int(rows[0][0])
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                "open", f"schema version {version} is newer than this hub ({len(MIGRATIONS)})"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            # executescript commits first, so each migration is its own transaction.
+            await self.db.executescript(
+                f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+            )
+
+    async def _meta_epoch(self) -> str:
+        rows = await self._fetch_raw("SELECT value FROM meta WHERE key = 'epoch'")
+        if rows:
+            return str(rows[0][0])
+        epoch = secrets.token_hex(8)
+        await self.db.execute("INSERT INTO meta(key, value) VALUES ('epoch', ?)", (epoch,))
+        return epoch
+
+    # -- writing ------------------------------------------------------------
+
+    async def write(self, batch: WriteBatch) -> WriteOutcome:
+        db = self.db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                outcome = await self._write_readings(batch.readings)
+                await self._write_devices(batch)
+                await self._write_latest(outcome.readings, batch.attributes)
+                await self._write_rejections(batch.rejections)
+                await db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError("write", str(exc)) from exc
+        if outcome.readings:
+            self._head = outcome.readings[-1].seq
+        return outcome
+
+    async def _write_readings(self, pending: tuple[PendingReading, ...]) -> WriteOutcome:
+        if not pending:
+            return WriteOutcome((), ())
+        head = self._head
+        cursor = await self.db.executemany(
+            "INSERT OR IGNORE INTO readings(device_id, metric, ts, value, unit, device_seq) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(p.device_id, p.metric, p.ts, p.value, p.unit, p.device_seq) for p in pending],
+        )
+        if cursor.rowcount == len(pending):
+            # No duplicates: AUTOINCREMENT with a single writer numbers them in order.
+            readings = tuple(
+                Reading(head + i, p.device_id, p.metric, p.ts, p.value, p.unit)
+                for i, p in enumerate(pending, start=1)
+            )
+            return WriteOutcome(readings, (True,) * len(pending))
+        rows = await self._fetch_raw(
+            "SELECT seq, device_id, metric, device_seq FROM readings WHERE seq > ? ORDER BY seq",
+            (head,),
+        )
+        return _match_stored(pending, rows)
+
+    async def _write_devices(self, batch: WriteBatch) -> None:
+        if batch.seen:
+            await self.db.executemany(
+                "INSERT INTO devices(device_id, first_seen, last_seen, online) "
+                "VALUES (?, ?, ?, 0) ON CONFLICT(device_id) "
+                "DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
+                [(d, t, t) for d, t in batch.seen.items()],
+            )
+        if batch.presence:
+            await self.db.executemany(
+                "INSERT INTO devices(device_id, first_seen, last_seen, online) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(device_id) DO UPDATE SET online = excluded.online, "
+                "last_seen = max(last_seen, excluded.last_seen)",
+                [(p.device_id, p.last_seen, p.last_seen, int(p.online)) for p in batch.presence],
+            )
+
+    async def _write_latest(
+        self, readings: Iterable[Reading], attributes: tuple[Attribute, ...]
+    ) -> None:
+        latest: dict[tuple[str, str], Reading] = {}
+        for reading in readings:
+            key = (reading.device_id, reading.metric)
+            if key not in latest or reading.ts >= latest[key].ts:
+                latest[key] = reading
+        if latest:
+            await self.db.executemany(
+                "INSERT INTO metrics(device_id, metric, unit, ts, value) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(device_id, metric) DO UPDATE SET unit = excluded.unit, "
+                "ts = excluded.ts, value = excluded.value WHERE excluded.ts >= metrics.ts",
+                [(r.device_id, r.metric, r.unit, r.ts, r.value) for r in latest.values()],
+            )
+        if attributes:
+            await self.db.executemany(
+                "INSERT INTO attributes(device_id, name, value, ts) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(device_id, name) DO UPDATE SET value = excluded.value, "
+                "ts = excluded.ts WHERE excluded.ts >= attributes.ts",
+                [(a.device_id, a.name, a.value, a.ts) for a in attributes],
+            )
+
+    async def _write_rejections(self, rejections: tuple[Rejection, ...]) -> None:
+        if not rejections:
+            return
+        await self.db.executemany(
+            "INSERT INTO rejections(received_ms, source, device_id, reason, detail, excerpt) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (r.received_ms, str(r.source), r.device_id, str(r.reason), r.detail, r.excerpt)
+                for r in rejections
+            ],
+        )
+        # The dead-letter table is a window on recent trouble, not an archive.
+        await self.db.execute(
+            "DELETE FROM rejections WHERE id <= (SELECT max(id) FROM rejections) - ?",
+            (REJECTIONS_KEPT,),
+        )
+
+    # -- reading ------------------------------------------------------------
+
+    async def readings(
+        self, device_id: str, metric: str, start: int | None, end: int | None, limit: int
+    ) -> list[Reading]:
+        lower = start if start is not None else -(2**62)
+        upper = end if end is not None else 2**62
+        order = "ASC" if start is not None else "DESC"
+        rows = await self._fetch(
+            "SELECT seq, device_id, metric, ts, value, unit FROM readings "
+            "WHERE device_id = ? AND metric = ? AND ts BETWEEN ? AND ? "
+            f"ORDER BY ts {order}, seq {order} LIMIT ?",
+            (device_id, metric, lower, upper, limit),
+        )
+        readings = [Reading(*row) for row in rows]
+        return readings if start is not None else readings[::-1]
+
+    async def buckets(
+        self,
+        device_id: str,
+        metric: str,
+        start: int | None,
+        end: int | None,
+        bucket_ms: int,
+        limit: int,
+    ) -> list[Bucket]:
+        lower = start if start is not None else -(2**62)
+        upper = end if end is not None else 2**62
+        order = "ASC" if start is not None else "DESC"
+        rows = await self._fetch(
+            "SELECT (ts / :b) * :b AS bucket, min(value), max(value), avg(value), count(*) "
+            "FROM readings WHERE device_id = :d AND metric = :m AND ts BETWEEN :lo AND :hi "
+            f"GROUP BY bucket ORDER BY bucket {order} LIMIT :limit",
+            {"b": bucket_ms, "d": device_id, "m": metric, "lo": lower, "hi": upper, "limit": limit},
+        )
+        buckets = [Bucket(int(b), mn, mx, mean, int(n)) for b, mn, mx, mean, n in rows]
+        return buckets if start is not None else buckets[::-1]
+
+    async def readings_after(
+        self, seq: int, device_ids: Collection[str] | None, limit: int
+    ) -> list[Reading]:
+        if device_ids is None:
+            sql = "SELECT seq, device_id, metric, ts, value, unit FROM readings WHERE seq > ?"
+            params: list[Any] = [seq]
+        else:
+            marks = ",".join("?" * len(device_ids))
+            sql = (
+                "SELECT seq, device_id, metric, ts, value, unit FROM readings "
+                f"WHERE seq > ? AND device_id IN ({marks})"
+            )
+            params = [seq, *device_ids]
+        rows = await self._fetch(sql + " ORDER BY seq LIMIT ?", (*params, limit))
+        return [Reading(*row) for row in rows]
+
+    async def metric_unit(self, device_id: str, metric: str) -> str | None:
+        rows = await self._fetch(
+            "SELECT unit FROM metrics WHERE device_id = ? AND metric = ?", (device_id, metric)
+        )
+        return rows[0][0] if rows else None
+
+    async def devices(self) -> list[DeviceRecord]:
+        devices = await self._fetch(
+            "SELECT device_id, first_seen, last_seen, online FROM devices ORDER BY device_id", ()
+        )
+        metrics: dict[str, list[MetricSummary]] = {}
+        for device_id, metric, unit, ts, value in await self._fetch(
+            "SELECT device_id, metric, unit, ts, value FROM metrics ORDER BY device_id, metric", ()
+        ):
+            metrics.setdefault(device_id, []).append(MetricSummary(metric, unit, ts, value))
+        attributes: dict[str, list[Attribute]] = {}
+        for device_id, name, value, ts in await self._fetch(
+            "SELECT device_id, name, value, ts FROM attributes ORDER BY device_id, name", ()
+        ):
+            attributes.setdefault(device_id, []).append(Attribute(device_id, name, value, ts))
+        return [
+            DeviceRecord(
+                device_id,
+                first_seen,
+                last_seen,
+                bool(online),
+                tuple(metrics.get(device_id, ())),
+                tuple(attributes.get(device_id, ())),
+            )
+            for device_id, first_seen, last_seen, online in devices
+        ]
+
+    async def rejections(self, limit: int) -> list[Rejection]:
+        rows = await self._fetch(
+            "SELECT source, device_id, reason, detail, received_ms, excerpt FROM rejections "
+            "ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            Rejection(Source(s), d, RejectReason(r), detail, t, excerpt)
+            for s, d, r, detail, t, excerpt in rows
+        ]
+
+    async def rejection_counts(self) -> dict[str, int]:
+        rows = await self._fetch("SELECT reason, count(*) FROM rejections GROUP BY reason", ())
+        return {reason: int(count) for reason, count in rows}
+
+    async def _fetch_raw(self, sql: str, params: Any = ()) -> list[Any]:
+        return list(await self.db.execute_fetchall(sql, params))
+
+    async def _fetch(self, sql: str, params: Any) -> list[Any]:
+        try:
+            return list(await self.db.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise StoreError("query", str(exc)) from exc
+
+
+def _match_stored(pending: tuple[PendingReading, ...], rows: Iterable[Any]) -> WriteOutcome:
+    """Pair each pending reading with the row it became, if it became one.
+
+    The rows are the new ones in insertion order; a pending reading that has no
+    row was a duplicate. A key is inserted at most once, by its first pending
+    occurrence, so matching in order is exact.
+    """
+    new = list(rows)
+    readings: list[Reading] = []
+    stored: list[bool] = []
+    position = 0
+    for p in pending:
+        if position < len(new):
+            seq, device_id, metric, device_seq = new[position]
+            if (device_id, metric, device_seq) == (p.device_id, p.metric, p.device_seq):
+                readings.append(Reading(seq, p.device_id, p.metric, p.ts, p.value, p.unit))
+                stored.append(True)
+                position += 1
+                continue
+        stored.append(False)
+    return WriteOutcome(tuple(readings), tuple(stored))

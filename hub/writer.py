@@ -1,0 +1,274 @@
+"""The single writer: group commit between the ingest adapters and the store.
+
+Adapters hand it normalized messages; it gathers what arrives within
+`commit_linger` (or until `batch_max` readings), commits that as one
+transaction, resolves every submitter's future (their acknowledgement), and
+only then hands the committed readings and presence changes to the
+broadcaster. Being the only writer is what keeps `seq` in commit order and
+presence transitions in the order their causes were committed.
+
+The queue of submissions is bounded (`queue_max`): when the store falls
+behind, `submit` waits, and so do the adapters feeding it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from hub.errors import HubClosing, StoreError
+from hub.metrics import Metrics
+from hub.models import Normalized, PresenceChange, Reading, Source, WriteBatch
+from hub.presence import Presence
+from hub.store.base import Store
+
+log = logging.getLogger(__name__)
+
+PublishFn = Callable[[tuple[Reading, ...], tuple[PresenceChange, ...]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The outcome of one submission, once committed."""
+
+    accepted: int
+    duplicates: int
+    rejected: int
+    reasons: tuple[str, ...] = ()
+
+    def to_wire(self) -> dict[str, object]:
+        answer: dict[str, object] = {
+            "ok": True,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "duplicates": self.duplicates,
+        }
+        if self.reasons:
+            answer["reasons"] = list(self.reasons)
+        return answer
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEvent:
+    """A device's link came up or went down (`link` names it, e.g. `mqtt`)."""
+
+    device_id: str
+    link: str
+    up: bool
+
+
+@dataclass(slots=True)
+class _Submission:
+    source: Source
+    received_ms: int
+    messages: Sequence[Normalized]
+    # devices heard from (valid ids only) and link changes, applied to presence in order
+    seen: Sequence[str]
+    links: Sequence[LinkEvent]
+    future: asyncio.Future[Accepted]
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.size = sum(len(m.readings) for m in self.messages) or 1
+
+
+class Writer:
+    def __init__(
+        self,
+        store: Store,
+        presence: Presence,
+        publish: PublishFn,
+        metrics: Metrics,
+        *,
+        batch_max: int = 2000,
+        linger: float = 0.002,
+        queue_max: int = 1000,
+        presence_interval: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.store = store
+        self.presence = presence
+        self.publish = publish
+        self.metrics = metrics
+        self.batch_max = batch_max
+        self.linger = linger
+        self.presence_interval = presence_interval
+        self.clock = clock
+        self._queue: asyncio.Queue[_Submission | None] = asyncio.Queue(queue_max)
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def __aenter__(self) -> Writer:
+        self._task = asyncio.create_task(self._run(), name="writer")
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Take nothing new, commit everything already submitted, then stop."""
+        if self._closing or self._task is None:
+            return
+        self._closing = True
+        await self._queue.put(None)
+        await self._task
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def enqueue(
+        self,
+        source: Source,
+        received_ms: int,
+        messages: Sequence[Normalized],
+        seen: Sequence[str] = (),
+        links: Sequence[LinkEvent] = (),
+    ) -> asyncio.Future[Accepted]:
+        """Queue messages for the next commit; the future resolves once they are
+        durable. Waits while the queue is full."""
+        if self._closing:
+            raise HubClosing()
+        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Submission(source, received_ms, messages, seen, links, future))
+        return future
+
+    async def submit(
+        self,
+        source: Source,
+        received_ms: int,
+        messages: Sequence[Normalized],
+        seen: Sequence[str] = (),
+        links: Sequence[LinkEvent] = (),
+    ) -> Accepted:
+        """`enqueue` and wait for the commit."""
+        return await (await self.enqueue(source, received_ms, messages, seen, links))
+
+    # -- the loop -----------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_expiry = loop.time() + self.presence_interval
+        stopping = False
+        while not stopping:
+            batch: list[_Submission] = []
+            try:
+                first = await asyncio.wait_for(
+                    self._queue.get(), max(0.0, next_expiry - loop.time())
+                )
+            except TimeoutError:
+                first = None
+                if not self._closing:
+                    next_expiry = loop.time() + self.presence_interval
+                    await self._commit([], expire=True)
+                    continue
+            if first is None:
+                stopping = True
+            else:
+                batch.append(first)
+                stopping = await self._gather(batch, loop.time() + self.linger)
+            expire = loop.time() >= next_expiry
+            if expire:
+                next_expiry = loop.time() + self.presence_interval
+            await self._commit(batch, expire=expire)
+
+    async def _gather(self, batch: list[_Submission], deadline: float) -> bool:
+        """Add submissions to `batch` until it is full or `deadline` passes.
+        Returns True when the close sentinel was met."""
+        size = batch[0].size
+        loop = asyncio.get_running_loop()
+        while size < self.batch_max:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0 or self._closing:
+                    return False
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    return False
+            if item is None:
+                return True
+            batch.append(item)
+            size += item.size
+        return False
+
+    async def _commit(self, batch: list[_Submission], *, expire: bool) -> None:
+        now = self.now_ms()
+        write = self._compose(batch, now, expire)
+        if not (
+            write.readings or write.attributes or write.rejections or write.presence or write.seen
+        ):
+            return
+        started = time.perf_counter()
+        try:
+            outcome = await self.store.write(write)
+        except StoreError as exc:
+            log.error("commit of %d readings failed: %s", len(write.readings), exc)
+            self.metrics.inc("hub_commit_failures_total")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        self.metrics.inc("hub_commits_total")
+        self.metrics.inc("hub_commit_seconds_total", time.perf_counter() - started)
+        position = 0
+        for item in batch:
+            count = sum(len(m.readings) for m in item.messages)
+            flags = outcome.stored[position : position + count]
+            position += count
+            accepted = sum(flags)
+            rejections = [r for m in item.messages for r in m.rejections]
+            if accepted:
+                self.metrics.inc("hub_readings_stored_total", accepted, source=str(item.source))
+            if count - accepted:
+                self.metrics.inc("hub_readings_duplicate_total", count - accepted)
+            for rejection in rejections:
+                self.metrics.inc(
+                    "hub_rejections_total", source=str(item.source), reason=str(rejection.reason)
+                )
+            if not item.future.done():
+                item.future.set_result(
+                    Accepted(
+                        accepted,
+                        count - accepted,
+                        len(rejections),
+                        tuple(dict.fromkeys(f"{r.reason}: {r.detail}" for r in rejections))[:10],
+                    )
+                )
+        self.publish(outcome.readings, write.presence)
+
+    def _compose(self, batch: list[_Submission], now: int, expire: bool) -> WriteBatch:
+        presence: list[PresenceChange] = []
+        seen: dict[str, int] = {}
+        for item in batch:
+            for event in item.links:
+                change = (self.presence.link_up if event.up else self.presence.link_down)(
+                    event.device_id, event.link, item.received_ms
+                )
+                if change is not None:
+                    presence.append(change)
+            for device_id in item.seen:
+                seen[device_id] = max(seen.get(device_id, 0), item.received_ms)
+                change = self.presence.seen(device_id, item.received_ms)
+                if change is not None:
+                    presence.append(change)
+        if expire:
+            presence.extend(self.presence.expire(now))
+        return WriteBatch(
+            readings=tuple(r for item in batch for m in item.messages for r in m.readings),
+            attributes=tuple(a for item in batch for m in item.messages for a in m.attributes),
+            rejections=tuple(r for item in batch for m in item.messages for r in m.rejections),
+            presence=tuple(presence),
+            seen=seen,
+        )

@@ -1,0 +1,123 @@
+"""The hub served for real by uvicorn on a free port, and clients that watch it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import socketio
+
+from hub.app import Hub
+from hub.config import (
+    BroadcastSettings,
+    MqttSettings,
+    ServerSettings,
+    Settings,
+    StorageSettings,
+)
+from hub.server import running
+
+
+def hub_settings(tmp_path: Path, mqtt_url: str | None = None, **sections: Any) -> Settings:
+    """Settings for a hub private to one test: its own store, broker and port."""
+    settings = Settings(
+        server=ServerSettings(port=0, ping_interval=5, ping_timeout=5, shutdown_timeout=2),
+        storage=StorageSettings(path=str(tmp_path / "hub.db")),
+        mqtt=MqttSettings(
+            enabled=mqtt_url is not None,
+            url=mqtt_url or "mqtt://127.0.0.1:1",
+            client_id=f"hub-{tmp_path.name}",
+            reconnect_min=0.1,
+            reconnect_max=1.0,
+        ),
+        broadcast=BroadcastSettings(tick=0.005),
+    )
+    return replace(settings, **sections)
+
+
+@dataclass
+class RunningHub:
+    hub: Hub
+    url: str
+    port: int
+
+
+@contextlib.asynccontextmanager
+async def serve_hub(settings: Settings, port: int = 0) -> AsyncIterator[RunningHub]:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    port = sock.getsockname()[1]
+    settings = replace(settings, server=replace(settings.server, port=port))
+    async with running(settings, sock) as hub:
+        if hub.mqtt is not None:
+            await asyncio.wait_for(hub.mqtt.connection.wait_connected(), 10)
+        yield RunningHub(hub, f"http://127.0.0.1:{port}", port)
+
+
+async def wait_until(predicate: Callable[[], bool], within: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {within}s waiting for {what or predicate}")
+        await asyncio.sleep(0.01)
+
+
+@dataclass
+class Dashboard:
+    """A python-socketio client on `/dashboard` that keeps what it receives."""
+
+    client: socketio.AsyncClient
+    readings: list[dict[str, Any]] = field(default_factory=list)
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    presence: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[str, Any]] = field(default_factory=list)
+
+    async def subscribe(self, devices: list[str]) -> dict[str, Any]:
+        answer: dict[str, Any] = await self.client.call(
+            "subscribe", {"devices": devices}, namespace="/dashboard", timeout=10
+        )
+        return answer
+
+    async def wait_readings(self, count: int, within: float = 10.0) -> list[dict[str, Any]]:
+        await wait_until(
+            lambda: len(self.readings) >= count,
+            within,
+            f"{count} readings (have {len(self.readings)})",
+        )
+        return self.readings
+
+
+@contextlib.asynccontextmanager
+async def dashboard(
+    url: str, transports: list[str] | None = None, auth: dict[str, Any] | None = None
+) -> AsyncIterator[Dashboard]:
+    client = socketio.AsyncClient(reconnection=False)
+    board = Dashboard(client)
+
+    @client.on("readings", namespace="/dashboard")
+    def on_readings(frame: dict[str, Any]) -> None:
+        board.frames.append(frame)
+        board.readings.extend(frame["readings"])
+
+    @client.on("presence", namespace="/dashboard")
+    def on_presence(change: dict[str, Any]) -> None:
+        board.presence.append(change)
+
+    @client.on("*", namespace="/dashboard")
+    def on_other(event: str, data: Any) -> None:
+        board.events.append((event, data))
+
+    await client.connect(
+        url, namespaces=["/dashboard"], transports=transports, auth=auth or {}, wait_timeout=10
+    )
+    try:
+        yield board
+    finally:
+        await client.disconnect()
