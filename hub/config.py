@@ -174,6 +174,10 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
             document = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ConfigError("--config", str(path), "no such file") from exc
+        except OSError as exc:
+            raise ConfigError("--config", str(path), exc.strerror or str(exc)) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError("--config", str(path), f"not UTF-8: {exc.reason}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(str(path), "<file>", f"not valid TOML: {exc}") from exc
     _apply_environment(document, environ)
@@ -284,8 +288,15 @@ def _build(cls: type[Any], raw: Mapping[str, Any], where: str) -> Any:
     try:
         return cls(**values)
     except TypeError as exc:
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in values]
-        raise ConfigError(where, dict(raw), f"missing {', '.join(missing)}") from exc
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in values
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        shown = {k: "***" if k in SECRET_KEYS else v for k, v in raw.items()}
+        raise ConfigError(where, shown, f"missing {', '.join(missing)}") from exc
 
 
 def _refuse_unknown(raw: Mapping[str, Any], known: typing.Iterable[str], where: str) -> None:
@@ -391,7 +402,7 @@ def _env_list(text: str, key: str) -> Any:
 
 def _env_json(text: str, key: str) -> Any:
     try:
-        return orjson.loads(text)
+        return orjson.loads(str(text))  # orjson refuses str subclasses such as _EnvText
     except orjson.JSONDecodeError as exc:
         raise ConfigError(key, text, "must be JSON here") from exc
 
@@ -466,7 +477,8 @@ def _dump_fields(obj: Any) -> list[str]:
 
 
 def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
+    bare = key.isascii() and key.replace("_", "").replace("-", "").isalnum()
+    return key if bare else _toml_value(key)
 
 
 def _toml_value(value: Any) -> str:

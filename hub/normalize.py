@@ -179,10 +179,15 @@ def _depth_exceeds(document: Any, limit: int) -> bool:
 
 def _count_values(document: Any) -> int:
     if isinstance(document, list):
+        # A SenML record holds one value in several fields (n, v, u, t ...).
+        if _is_senml(document):
+            return len(document)
         return sum(_count_values(item) for item in document)
     if isinstance(document, dict):
         values = document.get("values")
-        return len(values) if isinstance(values, dict) else len(document)
+        if isinstance(values, dict):
+            return len(values)
+        return len(document.keys() - _ENVELOPE_KEYS)
     return 1
 
 
@@ -241,10 +246,7 @@ class _Run:
                 for index, item in enumerate(document):
                     try:
                         if not isinstance(item, dict):
-                            raise _Reject(
-                                RejectReason.UNSUPPORTED_FORM,
-                                f"batch item {index} is not an object",
-                            )
+                            raise _Reject(RejectReason.UNSUPPORTED_FORM, "not an object")
                         self.envelope(item)
                     except _Reject as reject:
                         reject.detail = f"batch item {index}: {reject.detail}"
@@ -310,7 +312,7 @@ class _Run:
                         raise _Reject(
                             RejectReason.INVALID_SENML, f"record {index}: {key} must be a number"
                         )
-                    value = raw_value + base_value
+                    value = self.senml_number(record, key, 0.0) + base_value
                 elif "vb" in record:
                     value = record["vb"]
                     if not isinstance(value, bool):
@@ -360,10 +362,13 @@ class _Run:
         if isinstance(value, bool):
             number = 1.0 if value else 0.0
         elif isinstance(value, int | float):
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int from a document parsed in Python can be huge
+                number = math.inf
             if not math.isfinite(number):
                 raise _Reject(
-                    RejectReason.NON_FINITE, f"metric {metric!r}: {value!r} is not finite"
+                    RejectReason.NON_FINITE, f"metric {metric!r}: {_show(value, 32)} is not finite"
                 )
         else:
             kind = "null" if value is None else type(value).__name__
@@ -378,7 +383,9 @@ class _Run:
 
     def metric(self, name: Any) -> str:
         if not isinstance(name, str) or not name:
-            raise _Reject(RejectReason.INVALID_METRIC, f"metric name {name!r} is not a string")
+            raise _Reject(
+                RejectReason.INVALID_METRIC, f"metric name {_show(name, 80)!r} is not a string"
+            )
         metric = snake_case(name[: MAX_NAME_LENGTH * 2])
         metric = self.rules.aliases.get(metric, metric)
         if not metric or len(metric) > MAX_NAME_LENGTH:
@@ -391,7 +398,9 @@ class _Run:
     def convert(self, metric: str, value: float, unit: str | None) -> tuple[float, str | None]:
         configured = self.rules.units.get(metric)
         if unit is None:
-            return value, configured
+            # Label it as a converted value would be: "degC" configured -> "Cel".
+            known = units.lookup(configured) if configured is not None else None
+            return value, known.symbol if known is not None else configured
         source = units.lookup(unit)
         if source is None:
             if configured is not None and unit != configured:
@@ -410,20 +419,29 @@ class _Run:
                 RejectReason.INCOMPATIBLE_UNIT,
                 f"metric {metric!r}: cannot convert {unit!r} to {target_symbol!r}",
             )
+        if source.symbol == "%" and target.symbol == "%RH":
+            # Relative humidity is a percentage; devices commonly send it as plain "%".
+            return value, target.symbol
         if target.dimension != source.dimension:
             raise _Reject(
                 RejectReason.INCOMPATIBLE_UNIT,
                 f"metric {metric!r}: {unit!r} is a {source.dimension} unit, "
                 f"not {target.dimension} ({target.symbol})",
             )
-        return units.convert(value, source, target), target.symbol
+        converted = units.convert(value, source, target)
+        if not math.isfinite(converted):
+            raise _Reject(
+                RejectReason.NON_FINITE,
+                f"metric {metric!r}: {value!r} {unit[:32]} overflows in {target.symbol}",
+            )
+        return converted, target.symbol
 
     def timestamp(self, value: Any) -> int:
         try:
             ts = parse_timestamp(value)
         except (ValueError, OverflowError) as exc:
             raise _Reject(
-                RejectReason.INVALID_TIMESTAMP, f"ts {str(value)[:64]!r}: {exc}"
+                RejectReason.INVALID_TIMESTAMP, f"ts {_show(value, 64)!r}: {exc}"
             ) from None
         if ts > self.received_ms + self.rules.max_future_ms:
             raise _Reject(
@@ -440,7 +458,7 @@ class _Run:
     def device_seq(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
             raise _Reject(
-                RejectReason.INVALID_SEQ, f"seq {str(value)[:32]!r} is not an integer >= 0"
+                RejectReason.INVALID_SEQ, f"seq {_show(value, 32)!r} is not an integer >= 0"
             )
         return value
 
@@ -457,7 +475,10 @@ class _Run:
         value = record[key]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _Reject(RejectReason.INVALID_SENML, f"{key} must be a number")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int from a document parsed in Python can be huge
+            raise _Reject(RejectReason.NON_FINITE, f"{key} is too large") from None
 
 
 def _is_senml(records: list[Any]) -> bool:
@@ -468,6 +489,15 @@ def _is_senml(records: list[Any]) -> bool:
         and all("values" not in r for r in objects)
         and any(_SENML_KEYS.issuperset(r) and r for r in objects)
     )
+
+
+def _show(value: Any, limit: int) -> str:
+    """A value, shortened, for a rejection's detail."""
+    try:
+        text = str(value)
+    except ValueError:  # an int with more digits than str() allows
+        text = f"<{type(value).__name__}>"
+    return text[:limit]
 
 
 def _last_segment(base_name: str) -> str:
