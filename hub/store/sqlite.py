@@ -42,6 +42,9 @@ class SqliteStore:
         self.synchronous = synchronous
         self._db: aiosqlite.Connection | None = None
         self._epoch = ""
+        # The seq allocator's position (sqlite_sequence): every seq up to it is
+        # either stored or will never be. Duplicates that INSERT OR IGNORE
+        # skipped still consumed a number, so seqs can have holes.
         self._head = 0
 
     @property
@@ -68,8 +71,7 @@ class SqliteStore:
             await self._db.execute("PRAGMA foreign_keys=OFF")
             await self._migrate()
             self._epoch = await self._meta_epoch()
-            rows = await self._fetch_raw("SELECT seq FROM sqlite_sequence WHERE name = 'readings'")
-            self._head = int(rows[0][0]) if rows else 0
+            self._head = await self._sequence()
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise StoreError("open", f"{self.path}: {exc}") from exc
@@ -92,6 +94,10 @@ class SqliteStore:
                 f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
             )
 
+    async def _sequence(self) -> int:
+        rows = await self._fetch_raw("SELECT seq FROM sqlite_sequence WHERE name = 'readings'")
+        return int(rows[0][0]) if rows else 0
+
     async def _meta_epoch(self) -> str:
         rows = await self._fetch_raw("SELECT value FROM meta WHERE key = 'epoch'")
         if rows:
@@ -107,7 +113,7 @@ class SqliteStore:
         try:
             await db.execute("BEGIN IMMEDIATE")
             try:
-                outcome = await self._write_readings(batch.readings)
+                outcome, head = await self._write_readings(batch.readings)
                 await self._write_devices(batch)
                 await self._write_latest(outcome.readings, batch.attributes)
                 await self._write_rejections(batch.rejections)
@@ -118,13 +124,15 @@ class SqliteStore:
                 raise
         except sqlite3.Error as exc:
             raise StoreError("write", str(exc)) from exc
-        if outcome.readings:
-            self._head = outcome.readings[-1].seq
+        self._head = head
         return outcome
 
-    async def _write_readings(self, pending: tuple[PendingReading, ...]) -> WriteOutcome:
+    async def _write_readings(
+        self, pending: tuple[PendingReading, ...]
+    ) -> tuple[WriteOutcome, int]:
+        """Insert, and return what was stored with the allocator's new position."""
         if not pending:
-            return WriteOutcome((), ())
+            return WriteOutcome((), ()), self._head
         head = self._head
         cursor = await self.db.executemany(
             "INSERT OR IGNORE INTO readings(device_id, metric, ts, value, unit, device_seq) "
@@ -137,12 +145,12 @@ class SqliteStore:
                 Reading(head + i, p.device_id, p.metric, p.ts, p.value, p.unit)
                 for i, p in enumerate(pending, start=1)
             )
-            return WriteOutcome(readings, (True,) * len(pending))
+            return WriteOutcome(readings, (True,) * len(pending)), head + len(pending)
         rows = await self._fetch_raw(
             "SELECT seq, device_id, metric, device_seq FROM readings WHERE seq > ? ORDER BY seq",
             (head,),
         )
-        return _match_stored(pending, rows)
+        return _match_stored(pending, rows), await self._sequence()
 
     async def _write_devices(self, batch: WriteBatch) -> None:
         if batch.seen:

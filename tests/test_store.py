@@ -1,0 +1,245 @@
+"""The SQLite store on a real file: seq, dedup, epoch, queries, migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from hub.errors import StoreError
+from hub.models import (
+    Attribute,
+    PendingReading,
+    PresenceChange,
+    Rejection,
+    RejectReason,
+    Source,
+    WriteBatch,
+)
+from hub.store.migrations import MIGRATIONS
+from hub.store.sqlite import SqliteStore
+
+T0 = 1_795_000_020_000  # an epoch-ms timestamp on a minute boundary
+
+
+def reading(
+    device: str = "dev-1",
+    metric: str = "temperature",
+    ts: int = T0,
+    value: float = 21.5,
+    device_seq: int | None = None,
+) -> PendingReading:
+    return PendingReading(device, metric, ts, value, "Cel", device_seq)
+
+
+async def opened(path: Path) -> SqliteStore:
+    store = SqliteStore(path)
+    await store.open()
+    return store
+
+
+async def test_seq_increases_strictly_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    store = await opened(path)
+    first = await store.write(WriteBatch(readings=tuple(reading(value=i) for i in range(3))))
+    assert [r.seq for r in first.readings] == [1, 2, 3]
+    await store.close()
+
+    store = await opened(path)
+    assert store.head == 3
+    second = await store.write(WriteBatch(readings=(reading(value=9),)))
+    assert [r.seq for r in second.readings] == [4]
+    await store.close()
+
+
+async def test_seq_is_never_reused_after_the_newest_rows_are_deleted(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    store = await opened(path)
+    await store.write(WriteBatch(readings=(reading(), reading(value=2))))
+    await store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM readings")
+    store = await opened(path)
+    outcome = await store.write(WriteBatch(readings=(reading(value=3),)))
+    assert [r.seq for r in outcome.readings] == [3]
+    await store.close()
+
+
+async def test_epoch_is_kept_across_restarts_and_new_for_a_new_store(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "a.db")
+    epoch = store.epoch
+    await store.close()
+    store = await opened(tmp_path / "a.db")
+    assert store.epoch == epoch
+    await store.close()
+    other = await opened(tmp_path / "b.db")
+    assert other.epoch
+    assert other.epoch != epoch
+    await other.close()
+
+
+async def test_a_repeated_device_seq_is_stored_once(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "hub.db")
+    message = (reading(device_seq=17), reading(metric="humidity", value=40, device_seq=17))
+    first = await store.write(WriteBatch(readings=message))
+    assert first.stored == (True, True)
+
+    again = await store.write(WriteBatch(readings=(*message, reading(device_seq=18))))
+    assert again.stored == (False, False, True)
+    [new] = again.readings
+    assert (new.device_id, new.metric, new.value) == ("dev-1", "temperature", 21.5)
+    # SQLite spends a number on each ignored duplicate: seqs may have holes,
+    # but they only ever grow, and head is past every number spent.
+    assert new.seq > 2
+    assert store.head >= new.seq
+    after = await store.write(WriteBatch(readings=(reading(value=1),)))
+    assert after.readings[0].seq == store.head > new.seq
+    assert [r.seq for r in await store.readings_after(0, None, 10)] == [
+        1,
+        2,
+        new.seq,
+        after.readings[0].seq,
+    ]
+    await store.close()
+
+
+async def test_duplicates_within_one_batch_keep_the_first(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "hub.db")
+    batch = (
+        reading(value=1, device_seq=5),
+        reading(value=2, device_seq=5),
+        reading(value=3),  # no device seq: never a duplicate
+        reading(value=4),
+        reading(device="dev-2", value=5, device_seq=5),  # another device, same seq
+    )
+    outcome = await store.write(WriteBatch(readings=batch))
+    assert outcome.stored == (True, False, True, True, True)
+    stored = await store.readings_after(0, None, 100)
+    assert [(r.seq, r.device_id, r.value) for r in stored] == [
+        (r.seq, r.device_id, r.value) for r in outcome.readings
+    ]
+    assert [(r.device_id, r.value) for r in stored] == [
+        ("dev-1", 1),
+        ("dev-1", 3),
+        ("dev-1", 4),
+        ("dev-2", 5),
+    ]
+    assert [r.seq for r in stored] == sorted({r.seq for r in stored})
+    await store.close()
+
+
+async def test_readings_latest_first_page_and_ranges(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "hub.db")
+    await store.write(
+        WriteBatch(readings=tuple(reading(ts=T0 + i * 1000, value=i) for i in range(10)))
+    )
+    latest = await store.readings("dev-1", "temperature", None, None, 3)
+    assert [r.value for r in latest] == [7, 8, 9]  # the latest three, oldest first
+    page = await store.readings("dev-1", "temperature", T0 + 2000, None, 3)
+    assert [r.value for r in page] == [2, 3, 4]
+    window = await store.readings("dev-1", "temperature", T0 + 2000, T0 + 4000, 100)
+    assert [r.value for r in window] == [2, 3, 4]  # from and to are inclusive
+    assert await store.readings("dev-1", "humidity", None, None, 10) == []
+    await store.close()
+
+
+async def test_buckets_aggregate_min_max_mean_count(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "hub.db")
+    values = [(0, 10.0), (20_000, 20.0), (59_999, 30.0), (60_000, 5.0), (180_000, 7.0)]
+    await store.write(WriteBatch(readings=tuple(reading(ts=T0 + dt, value=v) for dt, v in values)))
+    buckets = await store.buckets("dev-1", "temperature", T0, None, 60_000, 100)
+    assert [b.to_wire() for b in buckets] == [
+        {"ts": T0, "min": 10.0, "max": 30.0, "mean": 20.0, "count": 3},
+        {"ts": T0 + 60_000, "min": 5.0, "max": 5.0, "mean": 5.0, "count": 1},
+        {"ts": T0 + 180_000, "min": 7.0, "max": 7.0, "mean": 7.0, "count": 1},
+    ]
+    latest = await store.buckets("dev-1", "temperature", None, None, 60_000, 2)
+    assert [b.ts for b in latest] == [T0 + 60_000, T0 + 180_000]
+    await store.close()
+
+
+async def test_readings_after_filters_devices_in_seq_order(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "hub.db")
+    await store.write(
+        WriteBatch(readings=tuple(reading(device=f"d{i % 3}", value=i) for i in range(9)))
+    )
+    picked = await store.readings_after(2, {"d0", "d2"}, 100)
+    assert [(r.seq, r.device_id) for r in picked] == [
+        (3, "d2"),
+        (4, "d0"),
+        (6, "d2"),
+        (7, "d0"),
+        (9, "d2"),
+    ]
+    assert [r.seq for r in await store.readings_after(6, None, 2)] == [7, 8]
+    await store.close()
+
+
+async def test_devices_latest_metrics_attributes_and_presence(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "hub.db")
+    await store.write(
+        WriteBatch(
+            readings=(reading(ts=T0 + 5, value=2.0), reading(ts=T0, value=1.0)),
+            attributes=(Attribute("dev-1", "firmware", "1.2.3", T0),),
+            presence=(PresenceChange("dev-1", True, T0 + 10),),
+            seen={"dev-1": T0 + 10},
+        )
+    )
+    # a backfilled older reading and attribute do not replace the latest ones
+    await store.write(
+        WriteBatch(
+            readings=(reading(ts=T0 - 1000, value=-1.0),),
+            attributes=(Attribute("dev-1", "firmware", "1.0.0", T0 - 1000),),
+            seen={"dev-1": T0 + 20},
+        )
+    )
+    [device] = await store.devices()
+    assert device.device_id == "dev-1"
+    assert (device.first_seen, device.last_seen, device.online) == (T0 + 10, T0 + 20, True)
+    assert [(m.metric, m.value, m.ts, m.unit) for m in device.metrics] == [
+        ("temperature", 2.0, T0 + 5, "Cel")
+    ]
+    assert [(a.name, a.value) for a in device.attributes] == [("firmware", "1.2.3")]
+    assert await store.metric_unit("dev-1", "temperature") == "Cel"
+    await store.close()
+
+
+async def test_rejections_are_kept_and_counted(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "hub.db")
+    rejections = (
+        Rejection(Source.MQTT, "dev-1", RejectReason.INVALID_JSON, "bad", T0, "{oops"),
+        Rejection(Source.HTTP, "dev-2", RejectReason.NON_FINITE, "NaN", T0 + 1, "{}"),
+        Rejection(Source.HTTP, "dev-2", RejectReason.NON_FINITE, "inf", T0 + 2, "{}"),
+    )
+    await store.write(WriteBatch(rejections=rejections))
+    assert await store.rejection_counts() == {"invalid_json": 1, "non_finite": 2}
+    newest = await store.rejections(2)
+    assert [(r.device_id, r.detail) for r in newest] == [("dev-2", "inf"), ("dev-2", "NaN")]
+    await store.close()
+
+
+async def test_migrations_run_once_and_record_the_version(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    store = await opened(path)
+    await store.close()
+    store = await opened(path)  # a second open finds the schema current
+    await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_a_store_from_a_newer_hub_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(StoreError, match="newer than this hub"):
+        await opened(path)
+
+
+async def test_a_store_that_cannot_be_created_says_where(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError, match="open failed"):
+        await opened(blocker / "hub.db")
