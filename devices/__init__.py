@@ -1,0 +1,36 @@
+"""Device client library and the `telemetry-sim` simulator of the telemetry hub.
+
+A `Device` numbers and timestamps messages and sends them through a `Link`:
+`MqttLink`, `SocketIOLink` or `HttpLink`. `make_signal` gives believable
+sensor values to send.
+"""
+
+from devices.device import Device, Envelope, Reading
+from devices.errors import DeviceError, LinkError, SetupError
+from devices.http_link import HttpLink
+from devices.link import Link, Payload, SendResult, check_device_id
+from devices.mqtt_link import MqttLink, parse_broker_url
+from devices.signals import METRICS, MetricSpec, Signal, make_signal, make_signals
+from devices.socketio_link import SocketIOLink
+
+__all__ = [
+    "METRICS",
+    "Device",
+    "DeviceError",
+    "Envelope",
+    "HttpLink",
+    "Link",
+    "LinkError",
+    "MetricSpec",
+    "MqttLink",
+    "Payload",
+    "Reading",
+    "SendResult",
+    "SetupError",
+    "Signal",
+    "SocketIOLink",
+    "check_device_id",
+    "make_signal",
+    "make_signals",
+    "parse_broker_url",
+]

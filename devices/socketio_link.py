@@ -1,0 +1,148 @@
+"""The Socket.IO link, on python-socketio: the hub's `/devices` namespace."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+import socketio
+
+from devices.errors import LinkError
+from devices.link import (
+    Deadlines,
+    Payload,
+    SendResult,
+    check_device_id,
+    check_hub_url,
+    count_field,
+    describe,
+)
+
+
+class SocketIOLink:
+    """A device's Socket.IO connection to the hub's `/devices` namespace.
+
+    python-socketio's own reconnection is switched off, because reconnecting
+    is the caller's policy (see devices/link.py). So is its SIGINT handler,
+    which would otherwise replace the application's for the whole process.
+    """
+
+    transport = "socketio"
+    namespace = "/devices"
+
+    def __init__(
+        self,
+        device_id: str,
+        hub_url: str,
+        *,
+        token: str = "",
+        transports: list[str] | None = None,
+        timeout: float = 10.0,
+        close_grace: float = 1.0,
+    ) -> None:
+        self.device_id = check_device_id(device_id)
+        self.hub_url = check_hub_url(hub_url)
+        self._auth = {"device_id": device_id, "token": token}
+        self._transports = transports
+        self._deadlines = Deadlines(timeout)
+        self._close_grace = close_grace
+        self._client: Any = None  # socketio.AsyncClient, which ships no types
+        self._session: aiohttp.ClientSession | None = None
+        self._up = False
+
+    @property
+    def connected(self) -> bool:
+        return self._up
+
+    async def connect(self) -> None:
+        if self._up:
+            return
+        await self.close()
+        # The link owns the HTTP session so that close() can cut a long poll.
+        session = aiohttp.ClientSession()
+        client = socketio.AsyncClient(reconnection=False, handle_sigint=False, http_session=session)
+        refusals: list[object] = []
+
+        async def on_connect_error(data: object = None) -> None:
+            refusals.append(data)
+
+        async def on_disconnect(reason: object = None) -> None:
+            if self._client is client:  # not a late event of a replaced client
+                self._up = False
+                self._deadlines.expire()
+
+        client.on("connect_error", on_connect_error, namespace=self.namespace)
+        client.on("disconnect", on_disconnect, namespace=self.namespace)
+        try:
+            await client.connect(
+                self.hub_url,
+                auth=self._auth,
+                transports=self._transports,
+                namespaces=[self.namespace],
+                wait_timeout=self._deadlines.seconds,
+            )
+        except socketio.exceptions.ConnectionError as exc:
+            await client.disconnect()
+            await session.close()
+            detail = _refusal(refusals[-1]) if refusals else describe(exc)
+            raise LinkError(self.transport, self.device_id, "connect", detail) from exc
+        self._client, self._session, self._up = client, session, True
+
+    async def send(self, payload: Payload) -> SendResult:
+        client = self._client
+        if not self._up or client is None:
+            raise LinkError(self.transport, self.device_id, "send", "not connected")
+        # The hub wants a JSON payload, and bytes would travel as a binary attachment.
+        data = orjson.loads(payload) if isinstance(payload, bytes) else payload
+        try:
+            ack = await self._deadlines.run(
+                client.call("telemetry", data, namespace=self.namespace, timeout=None)
+            )
+        except socketio.exceptions.SocketIOError as exc:
+            raise LinkError(self.transport, self.device_id, "send", describe(exc)) from exc
+        except TimeoutError as exc:
+            detail = (
+                f"no acknowledgement within {self._deadlines.seconds:g} s"
+                if self._up
+                else "connection lost before the hub acknowledged"
+            )
+            raise LinkError(self.transport, self.device_id, "send", detail) from exc
+        if isinstance(ack, dict) and ack.get("ok") is True:
+            return SendResult(True, count_field(ack, "accepted"), count_field(ack, "rejected"))
+        if isinstance(ack, dict) and ack.get("ok") is False:
+            error = str(ack.get("error") or "refused by the hub")
+            # "retry" is not in the contract yet; a hub may add it ("more keys
+            # are welcome") to mark a refusal as temporary.
+            retry = ack.get("retry") is True
+            return SendResult(False, 0, count_field(ack, "rejected"), error, retry=retry)
+        return SendResult(False, error=f"unexpected acknowledgement {ack!r}")
+
+    async def close(self) -> None:
+        client, session = self._client, self._session
+        self._client, self._session, self._up = None, None, False
+        self._deadlines.expire()
+        if client is None or session is None:
+            return
+        # Over long polling, disconnect() waits for the GET the server holds
+        # open, and python-engineio's server answers it only at its next ping
+        # (25 s). The CLOSE has gone out long before the grace period ends;
+        # closing the session then ends the GET instead of waiting it out.
+        disconnecting = asyncio.ensure_future(client.disconnect())
+        try:
+            await asyncio.wait([disconnecting], timeout=self._close_grace)
+            if not disconnecting.done():
+                await session.close()
+            await disconnecting
+        except (socketio.exceptions.SocketIOError, aiohttp.ClientError) as exc:
+            raise LinkError(self.transport, self.device_id, "close", describe(exc)) from exc
+        finally:
+            await session.close()
+
+
+def _refusal(data: object) -> str:
+    # Servers refuse a namespace with a string or with {"message": ...}.
+    if isinstance(data, dict) and "message" in data:
+        return str(data["message"])
+    return str(data)
