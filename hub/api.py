@@ -89,7 +89,8 @@ def api(
                 raise QueryError("metric", "", "required")
             start = _integer("from")
             end = _integer("to")
-            limit = _integer("limit") or DEFAULT_LIMIT
+            limit = _integer("limit")
+            limit = DEFAULT_LIMIT if limit is None else limit
             if not 1 <= limit <= MAX_LIMIT:
                 raise QueryError("limit", str(limit), f"must be 1 to {MAX_LIMIT}")
             bucket = request.args.get("bucket")

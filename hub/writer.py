@@ -209,6 +209,9 @@ class Writer:
         if not (
             write.readings or write.attributes or write.rejections or write.presence or write.seen
         ):
+            for item in batch:  # nothing to write, e.g. a link event that changed nothing
+                if not item.future.done():
+                    item.future.set_result(Accepted(0, 0, 0))
             return
         started = time.perf_counter()
         try:

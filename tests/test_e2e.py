@@ -1,0 +1,315 @@
+"""End to end: a real Mosquitto, the hub on uvicorn on a free port, real
+Socket.IO clients on websocket and on polling, real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import aiomqtt
+import pytest
+import socketio
+
+from hub.config import Settings
+from tests.brokers import Mosquitto
+from tests.hubs import RunningHub, dashboard, serve_hub, wait_until
+
+TRANSPORTS = [["websocket"], ["polling"]]
+
+
+async def publish(
+    broker: Mosquitto, topic: str, payload: str | bytes, retain: bool = False
+) -> None:
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier=f"pub-{time.time_ns()}") as c:
+        await c.publish(topic, payload, qos=1, retain=retain)
+
+
+async def post(
+    running: RunningHub, device: str, body: str | bytes, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{running.url}/api/devices/{device}/telemetry", data=body, headers=headers or {}
+        ) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def get(running: RunningHub, path: str) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{running.url}{path}") as response,
+    ):
+        if response.content_type == "application/json":
+            return response.status, await response.json()
+        return response.status, await response.text()
+
+
+class Device:
+    """A device on the `/devices` namespace, with python-socketio's client."""
+
+    def __init__(self, running: RunningHub, device_id: str, transports: list[str] | None = None):
+        self.client = socketio.AsyncClient(reconnection=False)
+        self.running = running
+        self.device_id = device_id
+        self.transports = transports
+
+    async def __aenter__(self) -> Device:
+        await self.client.connect(
+            self.running.url,
+            namespaces=["/devices"],
+            transports=self.transports,
+            auth={"device_id": self.device_id, "token": ""},
+            wait_timeout=10,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.disconnect()
+
+    async def send(self, payload: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = await self.client.call(
+            "telemetry", payload, namespace="/devices", timeout=10
+        )
+        return answer
+
+
+def only(readings: list[dict[str, Any]], device: str) -> list[dict[str, Any]]:
+    return [r for r in readings if r["device_id"] == device]
+
+
+@pytest.mark.parametrize("transports", TRANSPORTS, ids=["websocket", "polling"])
+async def test_each_ingest_path_reaches_dashboards(
+    settings: Settings, mosquitto: Mosquitto, transports: list[str]
+) -> None:
+    async with serve_hub(settings) as running, dashboard(running.url, transports) as board:
+        ack = await board.subscribe(["*"])
+        assert ack == {"epoch": running.hub.store.epoch, "seq": 0, "devices": ["*"]}
+        ts = int(time.time() * 1000) - 5000
+
+        await publish(
+            mosquitto,
+            "devices/mqtt-1/telemetry",
+            f'{{"ts": {ts}, "values": {{"temperature": {{"value": 70, "unit": "degF"}}}}}}',
+        )
+        async with Device(running, "sio-1", transports) as device:
+            answer = await device.send(
+                {
+                    "ts": ts / 1000,
+                    "seq": 7,
+                    "values": {"pressure": {"value": 1013.2, "unit": "hPa"}},
+                }
+            )
+            assert answer == {"ok": True, "accepted": 1, "rejected": 0, "duplicates": 0}
+        status, body = await post(running, "http-1", f'{{"humidity": 40, "ts": {ts}}}')
+        assert (status, body["accepted"]) == (202, 1)
+
+        readings = await board.wait_readings(3)
+        by_device = {r["device_id"]: r for r in readings}
+        assert by_device["mqtt-1"] == {
+            "seq": by_device["mqtt-1"]["seq"],
+            "device_id": "mqtt-1",
+            "metric": "temperature",
+            "ts": ts,
+            "value": pytest.approx(21.1111111),
+            "unit": "Cel",
+        }
+        assert by_device["sio-1"]["value"] == 101320.0
+        assert (by_device["sio-1"]["unit"], by_device["sio-1"]["ts"]) == ("Pa", ts)
+        assert (by_device["http-1"]["value"], by_device["http-1"]["unit"]) == (40.0, "%RH")
+        seqs = [r["seq"] for r in readings]
+        assert seqs == sorted(seqs)
+        assert len(set(seqs)) == 3
+        assert seqs[0] > ack["seq"]
+
+
+async def test_a_rejected_payload_does_not_stop_the_next_good_one(
+    settings: Settings, mosquitto: Mosquitto
+) -> None:
+    async with serve_hub(settings) as running, dashboard(running.url) as board:
+        await board.subscribe(["*"])
+        await publish(mosquitto, "devices/m1/telemetry", b"{not json")
+        await publish(mosquitto, "devices/m1/telemetry", b'{"temperature": 1}')
+        async with Device(running, "s1") as device:
+            bad = await device.send({"temperature": float("nan")})
+            assert bad["ok"] is False
+            assert bad["error"].startswith("non_finite")
+            good = await device.send({"temperature": 2})
+            assert good["accepted"] == 1
+        status, body = await post(running, "h1", b'{"temperature": "hot", "pressure": [1]}')
+        assert status == 202
+        assert (body["accepted"], body["rejected"]) == (0, 1)
+        status, body = await post(running, "h1", b"[]")
+        assert status == 400
+        assert body["reason"] == "empty"
+        status, body = await post(running, "h1", b'{"temperature": 3}')
+        assert status == 202
+        assert body["accepted"] == 1
+
+        readings = await board.wait_readings(3)
+        assert [(r["device_id"], r["value"]) for r in readings] == [
+            ("m1", 1.0),
+            ("s1", 2.0),
+            ("h1", 3.0),
+        ]
+        rejected = await running.hub.store.rejections(10)
+        assert sorted((r.source, r.device_id, r.reason) for r in rejected) == [
+            ("http", "h1", "empty"),
+            ("http", "h1", "invalid_value"),
+            ("mqtt", "m1", "invalid_json"),
+            ("socketio", "s1", "non_finite"),
+        ]
+        _, metrics = await get(running, "/metrics")
+        assert 'hub_rejections_total{reason="invalid_json",source="mqtt"} 1' in metrics
+
+
+async def test_rooms_carry_only_subscribed_devices(settings: Settings) -> None:
+    async with (
+        serve_hub(settings) as running,
+        dashboard(running.url) as one,
+        dashboard(running.url, ["polling"]) as two,
+        dashboard(running.url) as everything,
+    ):
+        assert (await one.subscribe(["a"]))["devices"] == ["a"]
+        assert (await two.subscribe(["b", "c"]))["devices"] == ["b", "c"]
+        assert (await two.subscribe(["a"]))["devices"] == ["a", "b", "c"]  # adds
+        await everything.subscribe(["*"])
+        for device in ("a", "b", "c", "d"):
+            await post(running, device, b'{"temperature": 1}')
+        await everything.wait_readings(4)
+        await two.wait_readings(3)
+        await one.wait_readings(1)
+        await asyncio.sleep(0.2)
+        assert [r["device_id"] for r in one.readings] == ["a"]
+        assert sorted(r["device_id"] for r in two.readings) == ["a", "b", "c"]
+
+        answer = await two.client.call(
+            "unsubscribe", {"devices": ["a", "b"]}, namespace="/dashboard"
+        )
+        assert answer["devices"] == ["c"]
+        await post(running, "a", b'{"temperature": 2}')
+        await post(running, "c", b'{"temperature": 2}')
+        await one.wait_readings(2)
+        await two.wait_readings(4)
+        assert two.readings[-1]["device_id"] == "c"
+
+
+async def test_readings_are_coalesced_into_few_frames_in_seq_order(settings: Settings) -> None:
+    async with serve_hub(settings) as running, dashboard(running.url) as board:
+        await board.subscribe(["*"])
+        async with Device(running, "burst") as device:
+            answers = await asyncio.gather(
+                *(device.send({"seq": i, "temperature": i}) for i in range(200))
+            )
+        assert all(a["accepted"] == 1 for a in answers)
+        readings = await board.wait_readings(200)
+        seqs = [r["seq"] for r in readings]
+        assert seqs == sorted(seqs)
+        assert len(set(seqs)) == 200
+        assert len(board.frames) < 50, f"{len(board.frames)} frames for 200 readings"
+        for frame in board.frames:
+            assert frame["epoch"] == running.hub.store.epoch
+            assert frame["replay"] is False
+
+
+async def test_a_repeated_device_seq_is_stored_once_on_every_path(
+    settings: Settings, mosquitto: Mosquitto
+) -> None:
+    async with serve_hub(settings) as running, dashboard(running.url) as board:
+        await board.subscribe(["*"])
+        envelope = '{"seq": 41, "values": {"temperature": 5}}'
+        await publish(mosquitto, "devices/dup/telemetry", envelope)
+        await publish(mosquitto, "devices/dup/telemetry", envelope)
+        status, body = await post(running, "dup", envelope)
+        assert (status, body["accepted"], body["duplicates"]) == (202, 0, 1)
+        async with Device(running, "dup") as device:
+            answer = await device.send({"seq": 41, "values": {"temperature": 5}})
+            assert (answer["accepted"], answer["duplicates"]) == (0, 1)
+        await post(running, "dup", '{"seq": 42, "values": {"temperature": 6}}')
+        readings = await board.wait_readings(2)
+        await asyncio.sleep(0.2)
+        assert [r["value"] for r in board.readings] == [5.0, 6.0]
+        assert len(readings) == 2
+
+
+async def test_presence_follows_links(settings: Settings, mosquitto: Mosquitto) -> None:
+    async with serve_hub(settings) as running, dashboard(running.url) as board:
+        await board.subscribe(["*"])
+        async with Device(running, "sock"):
+            await wait_until(lambda: any(p["device_id"] == "sock" for p in board.presence))
+            assert board.presence[-1]["online"] is True
+        await wait_until(lambda: board.presence[-1] == {**board.presence[-1], "online": False})
+        assert board.presence[-1]["device_id"] == "sock"
+
+        await publish(mosquitto, "devices/radio/status", "online", retain=True)
+        await wait_until(lambda: board.presence[-1]["device_id"] == "radio")
+        assert board.presence[-1]["online"] is True
+        _, devices = await get(running, "/api/devices")
+        assert {d["device_id"]: d["online"] for d in devices["devices"]} == {
+            "radio": True,
+            "sock": False,
+        }
+        await publish(mosquitto, "devices/radio/status", "offline", retain=True)
+        await wait_until(lambda: board.presence[-1] == {**board.presence[-1], "online": False})
+
+
+async def test_readings_api_raw_and_bucketed(settings: Settings) -> None:
+    async with serve_hub(settings) as running:
+        base = (int(time.time() * 1000) // 60_000 - 10) * 60_000
+        batch = ",".join(
+            f'{{"ts": {base + i * 20_000}, "seq": {i}, "values": {{"temperature": {i}}}}}'
+            for i in range(9)
+        )
+        status, body = await post(running, "api-1", f"[{batch}]")
+        assert (status, body["accepted"]) == (202, 9)
+
+        status, raw = await get(
+            running, f"/api/devices/api-1/readings?metric=temperature&from={base}&limit=4"
+        )
+        assert status == 200
+        assert (raw["device_id"], raw["metric"], raw["unit"]) == ("api-1", "temperature", "Cel")
+        assert [r["value"] for r in raw["readings"]] == [0, 1, 2, 3]
+        status, bucketed = await get(
+            running, f"/api/devices/api-1/readings?metric=temperature&from={base}&bucket=1m"
+        )
+        assert bucketed["bucket"] == "1m"
+        assert bucketed["buckets"] == [
+            {"ts": base, "min": 0.0, "max": 2.0, "mean": 1.0, "count": 3},
+            {"ts": base + 60_000, "min": 3.0, "max": 5.0, "mean": 4.0, "count": 3},
+            {"ts": base + 120_000, "min": 6.0, "max": 8.0, "mean": 7.0, "count": 3},
+        ]
+        for query, fragment in [
+            ("", "metric"),
+            ("?metric=temperature&from=yesterday", "from"),
+            ("?metric=temperature&limit=0", "limit"),
+            ("?metric=temperature&bucket=often", "bucket"),
+        ]:
+            status, error = await get(running, f"/api/devices/api-1/readings{query}")
+            assert status == 400
+            assert fragment in error["error"]
+
+
+async def test_readyz_shows_the_broker_outage_while_http_keeps_serving(
+    settings: Settings, mosquitto: Mosquitto
+) -> None:
+    async with serve_hub(settings) as running:
+        status, ready = await get(running, "/readyz")
+        assert status == 200
+        assert ready["ingest"]["mqtt"]["state"] == "connected"
+        mosquitto.stop()
+        await wait_until(lambda: not running.hub.mqtt.connection.connected)  # type: ignore[union-attr]
+        status, ready = await get(running, "/readyz")
+        assert status == 200
+        assert ready["ingest"]["mqtt"]["state"] in ("connecting", "disconnected")
+        status, _body = await post(running, "still-here", b'{"temperature": 1}')
+        assert status == 202
+        mosquitto.start()
+        await wait_until(lambda: running.hub.mqtt.connection.connected, 15)  # type: ignore[union-attr]
+        async with dashboard(running.url) as board:
+            await board.subscribe(["*"])
+            await publish(mosquitto, "devices/back/telemetry", b'{"temperature": 2}')
+            [reading] = await board.wait_readings(1)
+            assert reading["device_id"] == "back"
