@@ -196,6 +196,11 @@ def settings_from_document(document: Mapping[str, Any]) -> Settings:
             if not isinstance(raw, Mapping):
                 raise ConfigError(name, raw, "must be a table ([" + name + "])")
             values[name] = _build(section_type, raw, name)
+    if "normalize" in values:
+        # [normalize.units] adds to (or changes) the defaults rather than replacing them all.
+        normalize = values["normalize"]
+        merged = {**DEFAULT_UNITS, **normalize.units}
+        values["normalize"] = dataclasses.replace(normalize, units=types.MappingProxyType(merged))
     settings = Settings(**values)
     _check_consistency(settings)
     return settings

@@ -63,7 +63,7 @@ class Rules:
             max_future_ms=round(settings.max_future * 1000),
             max_past_ms=round(settings.max_past * 1000),
             aliases={snake_case(k): snake_case(v) for k, v in settings.aliases.items()},
-            units=dict(settings.units),
+            units={snake_case(k): v for k, v in settings.units.items()},
         )
 
 

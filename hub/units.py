@@ -72,7 +72,7 @@ _UNITS: tuple[Unit, ...] = (
     Unit("dBm", "power_level", 1.0),
 )
 
-# Other spellings, looked up case-sensitively first, then case-insensitively.
+# Other spellings devices use.
 _ALIASES: dict[str, str] = {
     "°C": "Cel",
     "C": "Cel",
@@ -95,7 +95,7 @@ _ALIASES: dict[str, str] = {
 }
 
 UNITS: dict[str, Unit] = {unit.symbol: unit for unit in _UNITS}
-_LOWER: dict[str, str] = {
+_FOLDED: dict[str, str] = {
     **{symbol.lower(): symbol for symbol in UNITS},
     **{alias.lower(): symbol for alias, symbol in _ALIASES.items()},
 }
@@ -125,12 +125,18 @@ MAX_UNIT_LENGTH = 16
 
 def lookup(spelling: str) -> Unit | None:
     """The unit a device meant by `spelling`, or None when it is not known."""
-    symbol = _ALIASES.get(spelling, spelling)
-    unit = UNITS.get(symbol)
-    if unit is None:
-        folded = _LOWER.get(spelling.lower())
-        unit = UNITS.get(folded) if folded else None
-    return unit
+    spelling = spelling.strip()
+    unit = UNITS.get(_ALIASES.get(spelling, spelling))
+    if unit is not None:
+        return unit
+    symbol = _FOLDED.get(spelling.lower())
+    if symbol is None:
+        return None
+    # Case is folded ("CEL", "hpa", "PSI"), except where it turns m (milli)
+    # into M (mega) or back: "MV" is not "mV", "mhz" is not "MHz".
+    if len(spelling) <= 4 and spelling[0] in "mM" and spelling[0] != symbol[0]:
+        return None
+    return UNITS[symbol]
 
 
 def convert(value: float, source: Unit, target: Unit) -> float:

@@ -125,7 +125,11 @@ KEYS: list[tuple[str, str, Any]] = [
     ("[normalize]\nmax_future = '1m'", "normalize.max_future", 60.0),
     ("[normalize]\nmax_past = '7d'", "normalize.max_past", 604800.0),
     ("[normalize.aliases]\nt = 'temperature'", "normalize.aliases", {"t": "temperature"}),
-    ("[normalize.units]\ntemperature = 'K'", "normalize.units", {"temperature": "K"}),
+    (
+        "[normalize.units]\ntemperature = 'K'\nco2 = 'ppm'",
+        "normalize.units",
+        {"temperature": "K", "pressure": "Pa", "humidity": "%RH", "co2": "ppm"},
+    ),
     ("[broadcast]\ntick = '50ms'", "broadcast.tick", 0.05),
     ("[presence]\noffline_after = '90s'", "presence.offline_after", 90.0),
     ("[log]\nlevel = 'debug'", "log.level", "debug"),
@@ -221,7 +225,12 @@ def test_devices(tmp_path: Path) -> None:
             "normalize.aliases",
             {"t": "temperature"},
         ),
-        ("HUB_NORMALIZE__UNITS", '{"pressure":"hPa"}', "normalize.units", {"pressure": "hPa"}),
+        (
+            "HUB_NORMALIZE__UNITS",
+            '{"pressure":"hPa"}',
+            "normalize.units",
+            {"temperature": "Cel", "pressure": "hPa", "humidity": "%RH"},
+        ),
         ("HUB_AUTH__ADMIN_TOKEN", "root", "auth.admin_token", "root"),
     ],
 )

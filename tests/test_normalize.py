@@ -689,7 +689,7 @@ REJECTIONS = [
         id="unit too long",
     ),
     pytest.param(
-        {"a": {"value": 1, "unit": "m\n"}},
+        {"a": {"value": 1, "unit": "m\x00s"}},
         None,
         RejectReason.UNKNOWN_UNIT,
         "",

@@ -74,10 +74,10 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 Source.SOCKETIO, received_ms, [normalized], seen=[device_id]
             )
         except HubClosing:
-            return {"ok": False, "error": "shutting down, retry later"}
+            return {"ok": False, "error": "shutting down, retry later", "retry": True}
         except StoreError as exc:
             log.error("telemetry from %s not stored: %s", device_id, exc)
-            return {"ok": False, "error": "not stored, retry later"}
+            return {"ok": False, "error": "not stored, retry later", "retry": True}
         if normalized.rejections and not normalized.readings and not normalized.attributes:
             first = normalized.rejections[0]
             return {
