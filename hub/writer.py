@@ -28,6 +28,8 @@ from hub.store.base import Store
 
 log = logging.getLogger(__name__)
 
+SLOW_COMMIT = 0.1  # seconds; slower commits are logged
+
 PublishFn = Callable[[tuple[Reading, ...], tuple[PresenceChange, ...]], None]
 
 
@@ -223,8 +225,11 @@ class Writer:
                 if not item.future.done():
                     item.future.set_exception(exc)
             return
+        took = time.perf_counter() - started
         self.metrics.inc("hub_commits_total")
-        self.metrics.inc("hub_commit_seconds_total", time.perf_counter() - started)
+        self.metrics.inc("hub_commit_seconds_total", took)
+        if took > SLOW_COMMIT:
+            log.warning("slow commit: %d readings took %.0f ms", len(write.readings), took * 1000)
         position = 0
         for item in batch:
             count = sum(len(m.readings) for m in item.messages)

@@ -1,0 +1,44 @@
+# telemetry-hub: `make run` tries it out, `make test` checks it.
+# Both create or refresh .venv and web/node_modules first.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+NODE_STAMP := web/node_modules/.installed-stamp
+
+.PHONY: run test lint pytest bench setup clean
+
+run: setup
+	$(PY) -m hub.demo
+
+test: setup lint pytest
+
+setup: $(STAMP) $(NODE_STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "telemetry-hub needs Python >= 3.11 (set PYTHON=python3.11)")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(NODE_STAMP): web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the dashboard (Debian: apt install nodejs npm)"; exit 1; }
+	npm ci --prefix web --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy hub devices
+
+pytest: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) -m bench.ingest
+	$(PY) -m bench.latency
+
+clean:
+	rm -rf $(VENV) web/node_modules .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,88 @@
+"""Device-to-dashboard latency at a steady rate (default 1,000 readings/s).
+
+Devices (telemetry-sim over MQTT, QoS 1) stamp each message with their
+clock in ms; a python-socketio dashboard on websocket, subscribed to
+everything, subtracts that from its own clock on arrival. Same machine, same
+clock; resolution 1 ms.
+
+    python -m bench.latency [--readings-per-second 1000] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import socketio
+
+from bench.harness import broker, hub, machine, percentile, simulator
+
+
+async def measure(url: str, start_sim: Any, seconds: float, warmup: float) -> list[float]:
+    latencies: list[float] = []
+    client = socketio.AsyncClient(reconnection=False)
+    measuring = False
+
+    @client.on("readings", namespace="/dashboard")
+    def on_readings(frame: dict[str, Any]) -> None:
+        now = time.time() * 1000
+        if measuring:
+            latencies.extend(now - r["ts"] for r in frame["readings"])
+
+    await client.connect(url, namespaces=["/dashboard"], transports=["websocket"])
+    await client.call("subscribe", {"devices": ["*"]}, namespace="/dashboard")
+    sim = start_sim()
+    await asyncio.sleep(warmup)
+    measuring = True
+    await asyncio.sleep(seconds)
+    measuring = False
+    await client.disconnect()
+    await asyncio.to_thread(sim.wait, 60)
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--readings-per-second", type=float, default=1000.0)
+    parser.add_argument("--devices", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    args = parser.parse_args()
+    rate = args.readings_per_second / 3 / args.devices  # 3 metrics per message
+    with broker() as mosquitto, hub(mosquitto.url) as running:
+
+        def start_sim() -> Any:
+            return simulator(
+                [
+                    "--devices",
+                    str(args.devices),
+                    "--rate",
+                    f"{rate:.4f}",
+                    "--duration",
+                    str(args.warmup + args.seconds + 1),
+                    "--protocol",
+                    "mqtt",
+                    "--broker",
+                    mosquitto.url,
+                    "--metrics",
+                    "temperature,humidity,pressure",
+                ]
+            )
+
+        latencies = asyncio.run(measure(running.url, start_sim, args.seconds, args.warmup))
+    print(f"machine: {machine()}")
+    print(
+        f"rate: {args.readings_per_second:,.0f} readings/s ({args.devices} devices x "
+        f"{rate:.1f} msg/s x 3 metrics), {len(latencies):,} readings measured"
+    )
+    print(
+        "latency ms: "
+        + ", ".join(f"p{int(q * 100)} {percentile(latencies, q):.1f}" for q in (0.5, 0.9, 0.99))
+        + f", max {max(latencies):.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
