@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -79,29 +79,18 @@ def normalize(
     raw: bytes, *, device_id: str, source: Source, received_ms: int, rules: Rules
 ) -> Normalized:
     """Normalize one device message that arrived as bytes (MQTT, HTTP)."""
-    run = _Run(raw, device_id, source, received_ms, rules)
-    try:
-        if not is_valid_device_id(device_id):
-            raise _Reject(
-                RejectReason.INVALID_DEVICE_ID, "device id must be 1-64 of A-Z a-z 0-9 _ . -"
-            )
-        if len(raw) > rules.max_payload_bytes:
-            raise _Reject(
-                RejectReason.PAYLOAD_TOO_LARGE,
-                f"{len(raw)} bytes exceeds the limit of {rules.max_payload_bytes}",
-            )
+
+    def parse() -> Any:
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise _Reject(RejectReason.INVALID_ENCODING, f"not UTF-8: {exc.reason}") from None
         try:
-            document = orjson.loads(raw)
+            return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise _Reject(RejectReason.INVALID_JSON, str(exc)) from None
-        run.document(document)
-    except _Reject as reject:
-        run.reject(reject)
-    return run.result()
+
+    return _normalize(parse, raw, device_id, source, received_ms, rules)
 
 
 def normalize_document(
@@ -114,6 +103,17 @@ def normalize_document(
         return normalize(
             data, device_id=device_id, source=source, received_ms=received_ms, rules=rules
         )
+    return _normalize(lambda: document, raw, device_id, source, received_ms, rules)
+
+
+def _normalize(
+    parse: Callable[[], Any],
+    raw: bytes,
+    device_id: str,
+    source: Source,
+    received_ms: int,
+    rules: Rules,
+) -> Normalized:
     run = _Run(raw, device_id, source, received_ms, rules)
     try:
         if not is_valid_device_id(device_id):
@@ -125,7 +125,7 @@ def normalize_document(
                 RejectReason.PAYLOAD_TOO_LARGE,
                 f"{len(raw)} bytes exceeds the limit of {rules.max_payload_bytes}",
             )
-        run.document(document)
+        run.document(parse())
     except _Reject as reject:
         run.reject(reject)
     return run.result()
