@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,3 +26,23 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 def settings(tmp_path: Path, mosquitto: Mosquitto) -> Settings:
     """Settings for a hub with its own store, wired to the test's broker."""
     return hub_settings(tmp_path, mosquitto.url)
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_left_behind() -> Iterator[None]:
+    """A non-daemon thread left running (an unclosed aiosqlite connection, say)
+    keeps the test process alive after the last test; name the test that did it."""
+    before = set(threading.enumerate())
+    yield
+    stray = [
+        t
+        for t in threading.enumerate()
+        if t not in before
+        and not t.daemon
+        and t is not threading.main_thread()
+        and "asyncio" not in t.name  # the default executor's workers exit with their loop
+    ]
+    for thread in stray:
+        thread.join(timeout=2)  # a closed connection's thread may take a moment to end
+    alive = [t.name for t in stray if t.is_alive()]
+    assert not alive, f"threads left running: {alive}"

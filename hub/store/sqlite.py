@@ -75,6 +75,11 @@ class SqliteStore:
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise StoreError("open", f"{self.path}: {exc}") from exc
+        except BaseException:
+            # aiosqlite's worker thread is not a daemon: an unclosed connection
+            # would keep the process alive at exit.
+            await self.close()
+            raise
 
     async def close(self) -> None:
         if self._db is not None:
