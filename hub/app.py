@@ -10,7 +10,6 @@ broadcaster sends its last frame, dashboards are disconnected, the store closes.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator
@@ -32,8 +31,9 @@ from hub.ingest.socketio import DeviceNamespace
 from hub.metrics import Metrics
 from hub.normalize import Rules
 from hub.pages import pages
-from hub.polling import release_polls_on_close
+from hub.polling import release_all, release_polls_on_close
 from hub.presence import Presence
+from hub.replay import Replayer
 from hub.store import Store, open_store
 from hub.writer import Writer
 
@@ -54,6 +54,7 @@ class Hub:
     broadcaster: Broadcaster
     writer: Writer
     mqtt: MqttIngest | None
+    replayer: Replayer
     metrics: Metrics
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     _started: bool = False
@@ -66,6 +67,7 @@ class Hub:
         self.broadcaster.start_at(self.store.epoch, self.store.head)
         stack.push_async_callback(self._disconnect_clients)
         await stack.enter_async_context(self.broadcaster)
+        stack.push_async_callback(self.replayer.close)
         await stack.enter_async_context(self.writer)
         if self.mqtt is not None:
             await stack.enter_async_context(self.mqtt)
@@ -85,11 +87,7 @@ class Hub:
         await self._stack.aclose()
 
     async def _disconnect_clients(self) -> None:
-        # Close at the Engine.IO level: clients see a transport close and
-        # reconnect by themselves, which is what a hub restart needs.
-        if self.sio.eio.sockets:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.sio.eio.disconnect(), timeout=2)
+        release_all(self.sio)
 
     def ingest_status(self) -> dict[str, Any]:
         mqtt: dict[str, Any] = (
@@ -132,22 +130,29 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         batch_max=settings.storage.batch_max,
         linger=settings.storage.commit_linger,
         queue_max=settings.storage.queue_max,
+        retention_ms=round(settings.storage.retention * 1000),
+        retention_batch=settings.storage.retention_batch,
     )
     mqtt = (
         MqttIngest(settings.mqtt, writer, rules, auth, metrics) if settings.mqtt.enabled else None
     )
     sio.register_namespace(DeviceNamespace(writer, rules, auth, metrics))
-    sio.register_namespace(DashboardNamespace(broadcaster, auth))
+    replayer = Replayer(sio, store, broadcaster, settings.replay, metrics)
+    sio.register_namespace(DashboardNamespace(broadcaster, replayer, auth))
 
     quart = Quart(__name__)
     quart.config["MAX_CONTENT_LENGTH"] = settings.normalize.max_payload_bytes + PACKET_OVERHEAD
-    hub = Hub(settings, sio, quart, None, store, presence, broadcaster, writer, mqtt, metrics)
+    hub = Hub(
+        settings, sio, quart, None, store, presence, broadcaster, writer, mqtt, replayer, metrics
+    )
     quart.register_blueprint(api(store, presence, auth, metrics, hub.ingest_status))
     quart.register_blueprint(http_ingest(writer, rules, auth, metrics))
     quart.register_blueprint(pages(web_root))
     metrics.gauge("hub_store_head_seq", lambda: float(store.head))
     metrics.gauge("hub_writer_backlog", lambda: float(writer.backlog))
     metrics.gauge("hub_dashboard_clients", lambda: float(broadcaster.clients))
+    metrics.gauge("hub_replays_active", lambda: float(replayer.active))
+    metrics.gauge("hub_replays_queued", lambda: float(replayer.queued))
     metrics.gauge(
         "hub_mqtt_connected", lambda: float(mqtt is not None and mqtt.connection.connected)
     )

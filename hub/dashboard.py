@@ -3,7 +3,9 @@
 
 `subscribe` adds to what the client already has, `unsubscribe` takes away;
 both answer `{"epoch", "seq": HEAD, "devices": [...]}`, where HEAD is the
-last seq before the first one the client will receive live.
+last seq before the first one the client will receive live. The first
+`subscribe` of a client that connected with a cursor starts its replay
+(`hub.replay`); later calls wait until that replay is over.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from hub.auth import Authenticator
 from hub.broadcast import ALL, DASHBOARD, Broadcaster, Subscription
 from hub.errors import AuthError
 from hub.models import is_valid_device_id
+from hub.replay import Cursor, Replayer
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +27,12 @@ MAX_SELECTORS = 1000
 
 
 class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    def __init__(self, broadcaster: Broadcaster, auth: Authenticator):
+    def __init__(self, broadcaster: Broadcaster, replayer: Replayer, auth: Authenticator):
         super().__init__(DASHBOARD)
         self.broadcaster = broadcaster
+        self.replayer = replayer
         self.auth = auth
-        self.cursors: dict[str, dict[str, Any]] = {}
+        self.cursors: dict[str, Cursor] = {}
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         auth = auth if isinstance(auth, dict) else {}
@@ -37,12 +41,13 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             self.auth.check_dashboard(token if isinstance(token, str) else "")
         except AuthError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.reason) from None
-        cursor = auth.get("cursor")
-        if isinstance(cursor, dict):
+        cursor = Cursor.parse(auth.get("cursor"))
+        if cursor is not None:
             self.cursors[sid] = cursor
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.cursors.pop(sid, None)
+        self.replayer.cancel(sid)
         async with self.broadcaster.lock:
             await self.broadcaster.remove(sid)
 
@@ -50,16 +55,23 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         selectors, error = _selectors(data)
         if error:
             return {"ok": False, "error": error}
+        await self.replayer.wait(sid)
+        cursor = self.cursors.pop(sid, None)
         async with self.broadcaster.lock:
             current = self.broadcaster.subscription(sid) or Subscription.of(())
             subscription = current.union(Subscription.of(selectors))
-            await self.broadcaster.place(sid, subscription)
+            if cursor is None:
+                await self.broadcaster.place(sid, subscription)
+            else:
+                # The replay joins the live room itself, once it has caught up.
+                self.replayer.start(sid, subscription, cursor)
             return self._answer(subscription)
 
     async def on_unsubscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
         selectors, error = _selectors(data)
         if error:
             return {"ok": False, "error": error}
+        await self.replayer.wait(sid)
         async with self.broadcaster.lock:
             current = self.broadcaster.subscription(sid) or Subscription.of(())
             subscription = current.minus(selectors)

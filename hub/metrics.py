@@ -19,6 +19,10 @@ _HELP = {
     "hub_commits_total": ("counter", "Store transactions committed"),
     "hub_commit_seconds_total": ("counter", "Time spent committing"),
     "hub_commit_failures_total": ("counter", "Store transactions that failed"),
+    "hub_readings_purged_total": ("counter", "Readings deleted by retention"),
+    "hub_replays_total": ("counter", "Replays ended, by outcome"),
+    "hub_replay_readings_total": ("counter", "Readings sent by replays"),
+    "hub_replay_gaps_total": ("counter", "gap events sent, by reason"),
     "hub_broadcast_frames_total": ("counter", "readings frames emitted to dashboard rooms"),
     "hub_broadcast_readings_total": ("counter", "Readings put into broadcast frames"),
 }

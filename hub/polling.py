@@ -1,4 +1,4 @@
-"""Long-polling behaviour the hub needs from python-engineio.
+"""Connection endings the hub needs from python-engineio.
 
 When a polling client says goodbye (an Engine.IO CLOSE packet in a POST),
 python-engineio closes the session but leaves the client's pending GET
@@ -29,3 +29,17 @@ def release_polls_on_close(sio: socketio.AsyncServer) -> None:
                 session.queue.put_nowait(packet.Packet(packet.NOOP))
 
     eio.on("disconnect", on_disconnect)
+
+
+def release_all(sio: socketio.AsyncServer) -> None:
+    """End every client's connection the way a crash would look to it: the
+    websocket just closes, a pending long-poll returns empty and the next one
+    finds no session. Both JavaScript and Python clients then reconnect on
+    their own, which is what a hub restart needs. (A graceful Engine.IO CLOSE
+    would stop python-socketio's client from ever reconnecting.)"""
+    for session in list(sio.eio.sockets.values()):
+        # python-engineio's close is a coroutine only for the disconnect
+        # handlers it runs; marking the session closed here is enough, the
+        # namespaces learn of it when the transports end.
+        session.closed = True
+        session.queue.put_nowait(None)

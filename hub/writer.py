@@ -29,6 +29,7 @@ from hub.store.base import Store
 log = logging.getLogger(__name__)
 
 SLOW_COMMIT = 0.1  # seconds; slower commits are logged
+RETENTION_CATCH_UP = 0.05  # seconds between retention steps while behind
 
 PublishFn = Callable[[tuple[Reading, ...], tuple[PresenceChange, ...]], None]
 
@@ -90,6 +91,8 @@ class Writer:
         linger: float = 0.002,
         queue_max: int = 1000,
         presence_interval: float = 1.0,
+        retention_ms: int = 0,
+        retention_batch: int = 5000,
         clock: Callable[[], float] = time.time,
     ):
         self.store = store
@@ -99,6 +102,8 @@ class Writer:
         self.batch_max = batch_max
         self.linger = linger
         self.presence_interval = presence_interval
+        self.retention_ms = retention_ms
+        self.retention_batch = retention_batch
         self.clock = clock
         self._queue: asyncio.Queue[_Submission | None] = asyncio.Queue(queue_max)
         self._task: asyncio.Task[None] | None = None
@@ -159,29 +164,45 @@ class Writer:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        next_expiry = loop.time() + self.presence_interval
+        next_chores = loop.time() + self.presence_interval
         stopping = False
         while not stopping:
             batch: list[_Submission] = []
             try:
                 first = await asyncio.wait_for(
-                    self._queue.get(), max(0.0, next_expiry - loop.time())
+                    self._queue.get(), max(0.0, next_chores - loop.time())
                 )
             except TimeoutError:
                 first = None
                 if not self._closing:
-                    next_expiry = loop.time() + self.presence_interval
-                    await self._commit([], expire=True)
+                    next_chores = loop.time() + await self._chores()
                     continue
             if first is None:
                 stopping = True
             else:
                 batch.append(first)
                 stopping = await self._gather(batch, loop.time() + self.linger)
-            expire = loop.time() >= next_expiry
-            if expire:
-                next_expiry = loop.time() + self.presence_interval
-            await self._commit(batch, expire=expire)
+            await self._commit(batch, expire=False)
+            if loop.time() >= next_chores and not stopping:
+                next_chores = loop.time() + await self._chores()
+
+    async def _chores(self) -> float:
+        """Periodic work between commits: presence timeouts, then one small
+        retention step. Returns when to come back: soon while retention has a
+        backlog, so it catches up in small transactions between commits."""
+        await self._commit([], expire=True)
+        if self.retention_ms <= 0:
+            return self.presence_interval
+        try:
+            deleted = await self.store.purge(
+                self.now_ms() - self.retention_ms, self.retention_batch
+            )
+        except StoreError as exc:
+            log.error("retention step failed: %s", exc)
+            return self.presence_interval
+        if deleted:
+            self.metrics.inc("hub_readings_purged_total", deleted)
+        return RETENTION_CATCH_UP if deleted >= self.retention_batch else self.presence_interval
 
     async def _gather(self, batch: list[_Submission], deadline: float) -> bool:
         """Add submissions to `batch` until it is full or `deadline` passes.

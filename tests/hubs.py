@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import socketio
 
 from hub.app import Hub
@@ -78,11 +79,22 @@ class Dashboard:
     frames: list[dict[str, Any]] = field(default_factory=list)
     presence: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[str, Any]] = field(default_factory=list)
+    # The cursor a real dashboard keeps: its epoch and the highest seq it has.
+    epoch: str | None = None
+    seq: int = 0
+
+    def cursor(self) -> dict[str, Any]:
+        return {"cursor": {"epoch": self.epoch, "seq": self.seq}} if self.epoch else {}
+
+    def named(self, event: str) -> list[Any]:
+        return [data for name, data in self.events if name == event]
 
     async def subscribe(self, devices: list[str]) -> dict[str, Any]:
         answer: dict[str, Any] = await self.client.call(
             "subscribe", {"devices": devices}, namespace="/dashboard", timeout=10
         )
+        if "epoch" in answer and answer["epoch"] != self.epoch:
+            self.epoch, self.seq = answer["epoch"], answer["seq"]
         return answer
 
     async def wait_readings(self, count: int, within: float = 10.0) -> list[dict[str, Any]]:
@@ -96,15 +108,30 @@ class Dashboard:
 
 @contextlib.asynccontextmanager
 async def dashboard(
-    url: str, transports: list[str] | None = None, auth: dict[str, Any] | None = None
+    url: str,
+    transports: list[str] | None = None,
+    auth: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
+    reconnection: bool = False,
 ) -> AsyncIterator[Dashboard]:
-    client = socketio.AsyncClient(reconnection=False)
+    # Our own HTTP session, closed a moment after disconnecting: python-engineio's
+    # client never reads its POST responses and closes its session as soon as the
+    # long-poll ends, so a POST answered a moment later would be left unclosed.
+    session = aiohttp.ClientSession()
+    client = socketio.AsyncClient(
+        reconnection=reconnection,
+        reconnection_delay=0.2,
+        reconnection_delay_max=1,
+        http_session=session,
+    )
     board = Dashboard(client)
 
     @client.on("readings", namespace="/dashboard")
     def on_readings(frame: dict[str, Any]) -> None:
         board.frames.append(frame)
         board.readings.extend(frame["readings"])
+        if frame["readings"]:
+            board.epoch = frame["epoch"]
+            board.seq = max(board.seq, frame["readings"][-1]["seq"])
 
     @client.on("presence", namespace="/dashboard")
     def on_presence(change: dict[str, Any]) -> None:
@@ -114,10 +141,16 @@ async def dashboard(
     def on_other(event: str, data: Any) -> None:
         board.events.append((event, data))
 
-    await client.connect(
-        url, namespaces=["/dashboard"], transports=transports, auth=auth or {}, wait_timeout=10
-    )
     try:
+        await client.connect(
+            url,
+            namespaces=["/dashboard"],
+            transports=transports,
+            auth=auth or {},
+            wait_timeout=10,
+        )
         yield board
     finally:
         await client.disconnect()
+        await asyncio.sleep(0.05)
+        await session.close()

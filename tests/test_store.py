@@ -95,7 +95,7 @@ async def test_a_repeated_device_seq_is_stored_once(tmp_path: Path) -> None:
     assert store.head >= new.seq
     after = await store.write(WriteBatch(readings=(reading(value=1),)))
     assert after.readings[0].seq == store.head > new.seq
-    assert [r.seq for r in await store.readings_after(0, None, 10)] == [
+    assert [r.seq for r in await store.readings_after(0, store.head, None, 10)] == [
         1,
         2,
         new.seq,
@@ -115,7 +115,7 @@ async def test_duplicates_within_one_batch_keep_the_first(tmp_path: Path) -> Non
     )
     outcome = await store.write(WriteBatch(readings=batch))
     assert outcome.stored == (True, False, True, True, True)
-    stored = await store.readings_after(0, None, 100)
+    stored = await store.readings_after(0, store.head, None, 100)
     assert [(r.seq, r.device_id, r.value) for r in stored] == [
         (r.seq, r.device_id, r.value) for r in outcome.readings
     ]
@@ -164,7 +164,7 @@ async def test_readings_after_filters_devices_in_seq_order(tmp_path: Path) -> No
     await store.write(
         WriteBatch(readings=tuple(reading(device=f"d{i % 3}", value=i) for i in range(9)))
     )
-    picked = await store.readings_after(2, {"d0", "d2"}, 100)
+    picked = await store.readings_after(2, 9, {"d0", "d2"}, 100)
     assert [(r.seq, r.device_id) for r in picked] == [
         (3, "d2"),
         (4, "d0"),
@@ -172,7 +172,7 @@ async def test_readings_after_filters_devices_in_seq_order(tmp_path: Path) -> No
         (7, "d0"),
         (9, "d2"),
     ]
-    assert [r.seq for r in await store.readings_after(6, None, 2)] == [7, 8]
+    assert [r.seq for r in await store.readings_after(6, 9, None, 2)] == [7, 8]
     await store.close()
 
 
@@ -243,3 +243,34 @@ async def test_a_store_that_cannot_be_created_says_where(tmp_path: Path) -> None
     blocker.write_text("not a folder")
     with pytest.raises(StoreError, match="open failed"):
         await opened(blocker / "hub.db")
+
+
+async def test_readings_after_stops_at_upto_and_counts_are_bounded(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "hub.db")
+    await store.write(WriteBatch(readings=tuple(reading(value=i) for i in range(10))))
+    assert [r.seq for r in await store.readings_after(3, 6, None, 100)] == [4, 5, 6]
+    assert await store.count_after(3, 6, None, 100) == 3
+    assert await store.count_after(0, 10, None, 4) == 4  # stops counting at the limit
+    assert await store.count_after(0, 10, {"nobody"}, 100) == 0
+    await store.close()
+
+
+async def test_purge_deletes_an_old_prefix_in_small_steps_and_remembers_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "hub.db"
+    store = await opened(path)
+    old = [reading(ts=T0 + i, value=i) for i in range(5)]
+    new = [reading(ts=T0 + 10_000, value=9), reading(ts=T0 + 1, value=-1)]
+    await store.write(WriteBatch(readings=(*old, *new)))
+    assert await store.purge(T0 + 5_000, limit=3) == 3
+    assert store.purged_through == 3
+    assert await store.purge(T0 + 5_000, limit=3) == 2
+    # stops at the first reading new enough, even if older ones follow it
+    assert await store.purge(T0 + 5_000, limit=3) == 0
+    assert store.purged_through == 5
+    assert [r.value for r in await store.readings_after(0, store.head, None, 10)] == [9, -1]
+    await store.close()
+    store = await opened(path)
+    assert store.purged_through == 5
+    await store.close()

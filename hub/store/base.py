@@ -46,10 +46,22 @@ class Store(Protocol):
     ) -> list[Bucket]:
         """min/max/mean/count per `bucket_ms`, aligned to the epoch, oldest first."""
 
+    @property
+    def purged_through(self) -> int:
+        """Retention deleted every reading with seq up to this (0: none)."""
+
     async def readings_after(
-        self, seq: int, device_ids: Collection[str] | None, limit: int
+        self, seq: int, upto: int, device_ids: Collection[str] | None, limit: int
     ) -> list[Reading]:
-        """Readings with seq > `seq`, ascending, of these devices (None: all)."""
+        """Readings with `seq` < seq <= `upto`, ascending, of these devices (None: all)."""
+
+    async def count_after(
+        self, seq: int, upto: int, device_ids: Collection[str] | None, limit: int
+    ) -> int:
+        """How many `readings_after` would return without a limit, counting at most `limit`."""
+
+    async def purge(self, before_ts: int, limit: int) -> int:
+        """Delete up to `limit` of the oldest readings whose ts is before `before_ts`."""
 
     async def metric_unit(self, device_id: str, metric: str) -> str | None: ...
 

@@ -41,6 +41,11 @@ class SqliteStore:
         self.path = Path(path)
         self.synchronous = synchronous
         self._db: aiosqlite.Connection | None = None
+        # Queries (history, replay) go through a second connection with its
+        # own thread: in WAL mode they read a snapshot while the writer
+        # commits, so a long replay read never delays a commit.
+        self._reader: aiosqlite.Connection | None = None
+        self._purged_through = 0
         self._epoch = ""
         # The seq allocator's position (sqlite_sequence): every seq up to it is
         # either stored or will never be. Duplicates that INSERT OR IGNORE
@@ -72,6 +77,9 @@ class SqliteStore:
             await self._migrate()
             self._epoch = await self._meta_epoch()
             self._head = await self._sequence()
+            self._purged_through = int(await self._meta("purged_through") or 0)
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._reader.execute("PRAGMA query_only=ON")
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise StoreError("open", f"{self.path}: {exc}") from exc
@@ -82,9 +90,15 @@ class SqliteStore:
             raise
 
     async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.close()
+        for name in ("_reader", "_db"):
+            connection = getattr(self, name)
+            if connection is not None:
+                setattr(self, name, None)
+                await connection.close()
+
+    @property
+    def purged_through(self) -> int:
+        return self._purged_through
 
     async def _migrate(self) -> None:
         rows = await self._fetch_raw("PRAGMA user_version")
@@ -103,10 +117,14 @@ class SqliteStore:
         rows = await self._fetch_raw("SELECT seq FROM sqlite_sequence WHERE name = 'readings'")
         return int(rows[0][0]) if rows else 0
 
+    async def _meta(self, key: str) -> str | None:
+        rows = await self._fetch_raw("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
     async def _meta_epoch(self) -> str:
-        rows = await self._fetch_raw("SELECT value FROM meta WHERE key = 'epoch'")
-        if rows:
-            return str(rows[0][0])
+        epoch = await self._meta("epoch")
+        if epoch is not None:
+            return epoch
         epoch = secrets.token_hex(8)
         await self.db.execute("INSERT INTO meta(key, value) VALUES ('epoch', ?)", (epoch,))
         return epoch
@@ -252,20 +270,58 @@ class SqliteStore:
         return buckets if start is not None else buckets[::-1]
 
     async def readings_after(
-        self, seq: int, device_ids: Collection[str] | None, limit: int
+        self, seq: int, upto: int, device_ids: Collection[str] | None, limit: int
     ) -> list[Reading]:
-        if device_ids is None:
-            sql = "SELECT seq, device_id, metric, ts, value, unit FROM readings WHERE seq > ?"
-            params: list[Any] = [seq]
-        else:
-            marks = ",".join("?" * len(device_ids))
-            sql = (
-                "SELECT seq, device_id, metric, ts, value, unit FROM readings "
-                f"WHERE seq > ? AND device_id IN ({marks})"
-            )
-            params = [seq, *device_ids]
-        rows = await self._fetch(sql + " ORDER BY seq LIMIT ?", (*params, limit))
+        where, params = _seq_range(seq, upto, device_ids)
+        rows = await self._fetch(
+            f"SELECT seq, device_id, metric, ts, value, unit FROM readings WHERE {where} "
+            "ORDER BY seq LIMIT ?",
+            (*params, limit),
+        )
         return [Reading(*row) for row in rows]
+
+    async def count_after(
+        self, seq: int, upto: int, device_ids: Collection[str] | None, limit: int
+    ) -> int:
+        where, params = _seq_range(seq, upto, device_ids)
+        rows = await self._fetch(
+            f"SELECT count(*) FROM (SELECT 1 FROM readings WHERE {where} LIMIT ?)",
+            (*params, limit),
+        )
+        return int(rows[0][0])
+
+    async def purge(self, before_ts: int, limit: int) -> int:
+        """Delete the oldest readings, in seq order, while their ts is before
+        `before_ts`, at most `limit` of them. Deleting a prefix of seqs keeps
+        one fact simple for replay: everything up to `purged_through` is gone."""
+        rows = await self._fetch_raw(
+            "SELECT seq, ts FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
+            (self._purged_through, limit),
+        )
+        last = self._purged_through
+        for seq, ts in rows:
+            if ts >= before_ts:
+                break
+            last = seq
+        if last == self._purged_through:
+            return 0
+        db = self.db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            cursor = await db.execute("DELETE FROM readings WHERE seq <= ?", (last,))
+            deleted = cursor.rowcount
+            await db.execute(
+                "INSERT INTO meta(key, value) VALUES ('purged_through', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(last),),
+            )
+            await db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise StoreError("purge", str(exc)) from exc
+        self._purged_through = last
+        return int(deleted)
 
     async def metric_unit(self, device_id: str, metric: str) -> str | None:
         rows = await self._fetch(
@@ -318,8 +374,10 @@ class SqliteStore:
         return list(await self.db.execute_fetchall(sql, params))
 
     async def _fetch(self, sql: str, params: Any) -> list[Any]:
+        if self._reader is None:
+            raise StoreError("query", "the store is not open")
         try:
-            return list(await self.db.execute_fetchall(sql, params))
+            return list(await self._reader.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             raise StoreError("query", str(exc)) from exc
 
@@ -345,3 +403,10 @@ def _match_stored(pending: tuple[PendingReading, ...], rows: Iterable[Any]) -> W
                 continue
         stored.append(False)
     return WriteOutcome(tuple(readings), tuple(stored))
+
+
+def _seq_range(seq: int, upto: int, device_ids: Collection[str] | None) -> tuple[str, list[Any]]:
+    if device_ids is None:
+        return "seq > ? AND seq <= ?", [seq, upto]
+    marks = ",".join("?" * len(device_ids))
+    return f"seq > ? AND seq <= ? AND device_id IN ({marks})", [seq, upto, *device_ids]
