@@ -4,7 +4,7 @@
   "use strict";
   const MAX_ROWS = 50;
   const params = new URLSearchParams(location.search);
-  const state = { epoch: null, seq: null, count: 0, devices: new Map() };
+  const state = { epoch: null, seq: null, count: 0, devices: new Map(), replay: null };
 
   const $ = (id) => document.getElementById(id);
   const text = (tag, value, cls) => {
@@ -26,7 +26,7 @@
 
   const setState = (name) => {
     $("state").textContent = name;
-    $("state").dataset.state = name;
+    $("state").dataset.state = name.split(" ")[0];
   };
   const showTransport = () => {
     $("transport").textContent = socket.io.engine ? socket.io.engine.transport.name : "-";
@@ -47,7 +47,26 @@
   socket.on("disconnect", () => setState("reconnecting"));
   socket.on("connect_error", () => setState("reconnecting"));
 
+  socket.on("replay", (r) => {
+    if (r.state === "start") {
+      state.replay = { total: r.count, got: 0 };
+      setState(`replaying 0 of ${r.count}`);
+    } else {
+      state.replay = null;
+      setState("connected");
+    }
+  });
+
+  socket.on("gap", (g) => {
+    $("notice").textContent = `missed seq ${g.from}–${g.to} (${g.reason}); history is in the HTTP API`;
+  });
+
   socket.on("readings", (frame) => {
+    if (frame.replay && state.replay) {
+      state.replay.got += frame.readings.length;
+      setState(`replaying ${state.replay.got} of ${state.replay.total}`);
+      $("state").dataset.state = "replaying";
+    }
     const tbody = $("readings").tBodies[0];
     for (const r of frame.readings) {
       state.seq = Math.max(state.seq || 0, r.seq);
