@@ -35,6 +35,7 @@ from hub.polling import release_all, release_polls_on_close
 from hub.presence import Presence
 from hub.replay import Replayer
 from hub.store import Store, open_store
+from hub.wire import HubPacket
 from hub.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -119,9 +120,12 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         ping_interval=server.ping_interval,
         ping_timeout=server.ping_timeout,
         max_http_buffer_size=settings.normalize.max_payload_bytes + PACKET_OVERHEAD,
+        serializer=HubPacket,
     )
     release_polls_on_close(sio)
-    broadcaster = Broadcaster(sio, metrics, tick=settings.broadcast.tick)
+    broadcaster = Broadcaster(
+        sio, metrics, tick=settings.broadcast.tick, hold_max=settings.replay.max_backlog
+    )
     writer = Writer(
         store,
         presence,
@@ -153,6 +157,7 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
     metrics.gauge("hub_dashboard_clients", lambda: float(broadcaster.clients))
     metrics.gauge("hub_replays_active", lambda: float(replayer.active))
     metrics.gauge("hub_replays_queued", lambda: float(replayer.queued))
+    metrics.gauge("hub_replay_holds", lambda: float(broadcaster.holds))
     metrics.gauge(
         "hub_mqtt_connected", lambda: float(mqtt is not None and mqtt.connection.connected)
     )

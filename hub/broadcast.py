@@ -10,6 +10,14 @@ frames of one tick, so it never sees seqs out of order.
 
 `head` is the highest seq handed to the rooms; a client that joins a room
 under the flush lock gets every reading after `head` and none before.
+
+A client being replayed to is *held*: from the moment it subscribes, the
+frames its subscription would receive are kept for it (references to the
+same encoded frames its room gets, so a hold costs little), and handed to it
+when its replay of history is done. So a client waiting for a replay slot
+does not fall further behind, and nothing committed meanwhile is read again.
+A hold keeps at most `hold_max` readings; past that it is dropped and the
+client is told of a gap (reason `overflow`).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +34,7 @@ import socketio
 
 from hub.metrics import Metrics
 from hub.models import PresenceChange, Reading
+from hub.wire import encode, json_array
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +83,42 @@ class Subscription:
         return [ALL] if self.everything else sorted(self.devices)
 
 
+@dataclass(slots=True)
+class Hold:
+    """Live readings kept for a client while its history is replayed: the
+    encoded bodies of the frames its subscription got, shared with its room."""
+
+    subscription: Subscription
+    since: int  # what is kept (or lost to an overflow) comes after this seq
+    bodies: list[tuple[bytes, int]] = field(default_factory=list)  # (body, readings)
+    readings: int = 0
+    kept_through: int = 0
+    overflowed: bool = False
+
+    def take(self) -> list[tuple[bytes, int]]:
+        """What is kept so far; the hold goes on keeping what comes next."""
+        bodies, self.bodies, self.readings = self.bodies, [], 0
+        self.since = max(self.since, self.kept_through)
+        return bodies
+
+
 class Broadcaster:
-    def __init__(self, sio: socketio.AsyncServer, metrics: Metrics, *, tick: float = 0.02):
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        metrics: Metrics,
+        *,
+        tick: float = 0.02,
+        hold_max: int = 100_000,
+    ):
         self.sio = sio
         self.metrics = metrics
         self.tick = tick
+        self.hold_max = hold_max
         self.epoch = ""
         self.head = 0
         self.lock = asyncio.Lock()
+        self._holds: dict[str, Hold] = {}
         self._readings: list[Reading] = []
         self._presence: list[PresenceChange] = []
         self._wake = asyncio.Event()
@@ -119,7 +156,22 @@ class Broadcaster:
         if readings or presence:
             self._wake.set()
 
-    # -- subscriptions (callers hold `lock`) ---------------------------------
+    # -- subscriptions and holds (callers hold `lock`) -----------------------
+
+    def hold(self, sid: str, subscription: Subscription) -> int:
+        """Start keeping the client's live frames; returns the seq they start after."""
+        self._holds[sid] = Hold(subscription, self.head)
+        return self.head
+
+    def release(self, sid: str) -> Hold | None:
+        return self._holds.pop(sid, None)
+
+    def held(self, sid: str) -> Hold | None:
+        return self._holds.get(sid)
+
+    @property
+    def holds(self) -> int:
+        return len(self._holds)
 
     def subscription(self, sid: str) -> Subscription | None:
         return self._clients.get(sid)
@@ -136,6 +188,7 @@ class Broadcaster:
         await self.sio.enter_room(sid, room, namespace=DASHBOARD)
 
     async def remove(self, sid: str) -> None:
+        self._holds.pop(sid, None)
         old = self._clients.pop(sid, None)
         if old is None:
             return
@@ -175,17 +228,46 @@ class Broadcaster:
                 await self._emit_readings(readings)
 
     async def _emit_readings(self, readings: list[Reading]) -> None:
-        wire = [(r.device_id, r.to_wire()) for r in readings]
-        for room, subscription in list(self._rooms.items()):
+        # Each reading is encoded once, whatever the number of rooms it goes to,
+        # and each subscription's frame is built once, for its room and holds.
+        wire = [(r.device_id, encode(r)) for r in readings]
+        last = readings[-1].seq
+        rooms = {subscription: room for room, subscription in self._rooms.items()}
+        holds: dict[Subscription, list[Hold]] = {}
+        for hold in self._holds.values():
+            holds.setdefault(hold.subscription, []).append(hold)
+        for subscription in rooms.keys() | holds.keys():
             if subscription.everything:
-                frame = [w for _, w in wire]
+                encoded = [w for _, w in wire]
             else:
-                frame = [w for device_id, w in wire if device_id in subscription.devices]
-            if not frame:
+                encoded = [w for device_id, w in wire if device_id in subscription.devices]
+            if not encoded:
                 continue
-            await self.sio.emit("readings", self.frame(frame), to=room, namespace=DASHBOARD)
-            self.metrics.inc("hub_broadcast_frames_total")
-            self.metrics.inc("hub_broadcast_readings_total", len(frame))
+            body = b",".join(encoded)
+            for hold in holds.get(subscription, ()):
+                self._keep(hold, body, len(encoded), last)
+            room = rooms.get(subscription)
+            if room is not None:
+                frame = self.frame_of(body)
+                await self.sio.emit("readings", frame, to=room, namespace=DASHBOARD)
+                self.metrics.inc("hub_broadcast_frames_total")
+                self.metrics.inc("hub_broadcast_readings_total", len(encoded))
 
-    def frame(self, readings: list[dict[str, Any]], replay: bool = False) -> dict[str, Any]:
-        return {"epoch": self.epoch, "readings": readings, "replay": replay}
+    def _keep(self, hold: Hold, body: bytes, count: int, last: int) -> None:
+        if hold.overflowed:
+            return
+        hold.kept_through = last
+        if hold.readings + count > self.hold_max:
+            hold.overflowed = True
+            hold.bodies.clear()
+            return
+        hold.bodies.append((body, count))
+        hold.readings += count
+
+    def frame(self, encoded: list[bytes], replay: bool = False) -> dict[str, Any]:
+        """A `readings` frame of readings encoded by `hub.wire.encode`."""
+        return self.frame_of(b",".join(encoded), replay)
+
+    def frame_of(self, body: bytes, replay: bool = False) -> dict[str, Any]:
+        """A `readings` frame around encoded readings already joined by commas."""
+        return {"epoch": self.epoch, "readings": json_array(body), "replay": replay}

@@ -108,7 +108,8 @@ class ReplaySettings:
     burst: Positive = 2000
     max_backlog: Positive = 100_000
     max_concurrent: Positive = 8
-    page_size: Positive = 500
+    page_size: Positive = 200
+    hub_rate: Positive = 20_000
 
 
 DEFAULT_UNITS: Mapping[str, str] = types.MappingProxyType(
@@ -274,7 +275,7 @@ def _check_consistency(settings: Settings) -> None:
         )
     if not settings.server.transports:
         raise ConfigError("server.transports", [], "needs at least one transport")
-    if settings.replay.burst < 1 or settings.replay.page_size > settings.replay.max_backlog:
+    if settings.replay.page_size > settings.replay.max_backlog:
         raise ConfigError(
             "replay.page_size", settings.replay.page_size, "exceeds replay.max_backlog"
         )

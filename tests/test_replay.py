@@ -73,6 +73,7 @@ async def test_a_returning_dashboard_gets_exactly_what_it_missed(
             ack = await after.subscribe(["*"])
             assert ack["seq"] == running.hub.store.head
             await after.wait_readings(700)
+            await wait_until(lambda: len(after.named("replay")) == 2, what="the replay's end")
             [start, end] = after.named("replay")
             assert start == {
                 "state": "start",
@@ -115,6 +116,7 @@ async def test_readings_committed_during_the_replay_are_neither_lost_nor_repeate
             await board.wait_readings(len(expected), within=20)
             await asyncio.sleep(0.2)
             assert_exactly(board, expected)
+            await wait_until(lambda: len(board.named("replay")) == 2, what="the replay's end")
             [start, end] = board.named("replay")
             assert start["count"] >= 3000
             assert end["count"] == len(expected) - len(
@@ -237,17 +239,70 @@ async def test_concurrent_replays_are_bounded_and_all_complete(
         boards = [dashboard(running.url, auth=cursor) for _ in range(6)]
         entered = [await board.__aenter__() for board in boards]
         try:
-            await asyncio.gather(*(b.subscribe(["*"]) for b in entered))
+            acks = await asyncio.gather(*(b.subscribe(["*"]) for b in entered))
             await wait_until(lambda: running.hub.replayer.queued > 0, 5, "a queued replay")
+            # live traffic while some wait for a slot: held for them, not replayed
+            await post_many(running, 50, ("live",), start=1000)
+            expected = stored_seqs(settings, cursor["cursor"]["seq"])
             for board in entered:
                 await board.wait_readings(len(expected), within=30)
             watcher.cancel()
-            for board in entered:
+            for board, ack in zip(entered, acks, strict=True):
                 assert_exactly(board, expected)
+                await wait_until(lambda b=board: len(b.named("replay")) == 2)  # type: ignore[misc]
+                start, end = board.named("replay")
+                # the history ends where the client subscribed, however long it waited
+                assert (start["to"], end["to"], end["count"]) == (ack["seq"], ack["seq"], 600)
             assert most_active == 2
         finally:
             for board in boards:
                 await board.__aexit__(None, None, None)
+
+
+async def test_a_big_hold_is_handed_over_in_order(tmp_path: Any, mosquitto: Mosquitto) -> None:
+    settings = _with(tmp_path, mosquitto, rate=500, burst=100, page_size=100, max_concurrent=1)
+    async with serve_hub(settings) as running:
+        await post_many(running, 5)
+        cursor = {"cursor": {"epoch": running.hub.store.epoch, "seq": running.hub.store.head}}
+        await post_many(running, 1000, start=5)
+        async with (
+            dashboard(running.url, auth=cursor) as first,
+            dashboard(running.url, auth=cursor) as second,
+        ):
+            await first.subscribe(["*"])
+            await second.subscribe(["*"])  # waits for the only slot
+            await post_many(running, 12_000, ("busy", "busier"), start=2000)
+            expected = stored_seqs(settings, cursor["cursor"]["seq"])
+            for board in (first, second):
+                await board.wait_readings(len(expected), within=40)
+            await asyncio.sleep(0.2)
+            for board in (first, second):
+                assert_exactly(board, expected)
+                assert board.named("gap") == []
+
+
+async def test_a_hold_that_overflows_is_a_gap_then_live(
+    tmp_path: Any, mosquitto: Mosquitto
+) -> None:
+    settings = _with(tmp_path, mosquitto, rate=100, burst=10, page_size=10, max_backlog=300)
+    async with serve_hub(settings) as running:
+        await post_many(running, 5)
+        cursor = {"cursor": {"epoch": running.hub.store.epoch, "seq": running.hub.store.head}}
+        await post_many(running, 100, start=5)
+        async with dashboard(running.url, auth=cursor) as board:
+            ack = await board.subscribe(["*"])
+            await post_many(running, 400, ("busy",), start=200)  # more than the hold keeps
+            await wait_until(lambda: bool(board.named("gap")), 10, "the overflow gap")
+            [gap] = board.named("gap")
+            assert (gap["from"], gap["reason"]) == (ack["seq"], "overflow")
+            assert gap["to"] >= running.hub.store.head - 1
+            await post(running, "after", '{"n": 1}')
+            await wait_until(lambda: board.readings[-1]["device_id"] == "after")
+            history = [r["seq"] for r in board.readings if r["seq"] <= ack["seq"]]
+            assert history == stored_seqs(settings, cursor["cursor"]["seq"])[:100]
+            assert [r["seq"] for r in board.readings if r["seq"] > ack["seq"]] == [
+                board.readings[-1]["seq"]
+            ]
 
 
 async def test_polling_only_hub_serves_live_and_replay_and_refuses_the_upgrade(

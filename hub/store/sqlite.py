@@ -132,104 +132,34 @@ class SqliteStore:
     # -- writing ------------------------------------------------------------
 
     async def write(self, batch: WriteBatch) -> WriteOutcome:
-        db = self.db
+        # The whole transaction runs in one call on the connection's thread:
+        # each aiosqlite call is a thread hop that has to win the GIL back
+        # from a busy event loop, and a commit made of six hops is six waits.
         try:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                outcome, head = await self._write_readings(batch.readings)
-                await self._write_devices(batch)
-                await self._write_latest(outcome.readings, batch.attributes)
-                await self._write_rejections(batch.rejections)
-                await db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    await db.execute("ROLLBACK")
-                raise
+            outcome: WriteOutcome
+            outcome, head = await self.db._execute(  # type: ignore[no-untyped-call]
+                self._transaction, batch, self._head
+            )
         except sqlite3.Error as exc:
             raise StoreError("write", str(exc)) from exc
         self._head = head
         return outcome
 
-    async def _write_readings(
-        self, pending: tuple[PendingReading, ...]
-    ) -> tuple[WriteOutcome, int]:
-        """Insert, and return what was stored with the allocator's new position."""
-        if not pending:
-            return WriteOutcome((), ()), self._head
-        head = self._head
-        cursor = await self.db.executemany(
-            "INSERT OR IGNORE INTO readings(device_id, metric, ts, value, unit, device_seq) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [(p.device_id, p.metric, p.ts, p.value, p.unit, p.device_seq) for p in pending],
-        )
-        if cursor.rowcount == len(pending):
-            # No duplicates: AUTOINCREMENT with a single writer numbers them in order.
-            readings = tuple(
-                Reading(head + i, p.device_id, p.metric, p.ts, p.value, p.unit)
-                for i, p in enumerate(pending, start=1)
-            )
-            return WriteOutcome(readings, (True,) * len(pending)), head + len(pending)
-        rows = await self._fetch_raw(
-            "SELECT seq, device_id, metric, device_seq FROM readings WHERE seq > ? ORDER BY seq",
-            (head,),
-        )
-        return _match_stored(pending, rows), await self._sequence()
-
-    async def _write_devices(self, batch: WriteBatch) -> None:
-        if batch.seen:
-            await self.db.executemany(
-                "INSERT INTO devices(device_id, first_seen, last_seen, online) "
-                "VALUES (?, ?, ?, 0) ON CONFLICT(device_id) "
-                "DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
-                [(d, t, t) for d, t in batch.seen.items()],
-            )
-        if batch.presence:
-            await self.db.executemany(
-                "INSERT INTO devices(device_id, first_seen, last_seen, online) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(device_id) DO UPDATE SET online = excluded.online, "
-                "last_seen = max(last_seen, excluded.last_seen)",
-                [(p.device_id, p.last_seen, p.last_seen, int(p.online)) for p in batch.presence],
-            )
-
-    async def _write_latest(
-        self, readings: Iterable[Reading], attributes: tuple[Attribute, ...]
-    ) -> None:
-        latest: dict[tuple[str, str], Reading] = {}
-        for reading in readings:
-            key = (reading.device_id, reading.metric)
-            if key not in latest or reading.ts >= latest[key].ts:
-                latest[key] = reading
-        if latest:
-            await self.db.executemany(
-                "INSERT INTO metrics(device_id, metric, unit, ts, value) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(device_id, metric) DO UPDATE SET unit = excluded.unit, "
-                "ts = excluded.ts, value = excluded.value WHERE excluded.ts >= metrics.ts",
-                [(r.device_id, r.metric, r.unit, r.ts, r.value) for r in latest.values()],
-            )
-        if attributes:
-            await self.db.executemany(
-                "INSERT INTO attributes(device_id, name, value, ts) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(device_id, name) DO UPDATE SET value = excluded.value, "
-                "ts = excluded.ts WHERE excluded.ts >= attributes.ts",
-                [(a.device_id, a.name, a.value, a.ts) for a in attributes],
-            )
-
-    async def _write_rejections(self, rejections: tuple[Rejection, ...]) -> None:
-        if not rejections:
-            return
-        await self.db.executemany(
-            "INSERT INTO rejections(received_ms, source, device_id, reason, detail, excerpt) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (r.received_ms, str(r.source), r.device_id, str(r.reason), r.detail, r.excerpt)
-                for r in rejections
-            ],
-        )
-        # The dead-letter table is a window on recent trouble, not an archive.
-        await self.db.execute(
-            "DELETE FROM rejections WHERE id <= (SELECT max(id) FROM rejections) - ?",
-            (REJECTIONS_KEPT,),
-        )
+    def _transaction(self, batch: WriteBatch, head: int) -> tuple[WriteOutcome, int]:
+        """One write transaction, on the connection's own thread."""
+        db: sqlite3.Connection = self.db._conn
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            outcome, head = _insert_readings(db, batch.readings, head)
+            _upsert_devices(db, batch)
+            _upsert_latest(db, outcome.readings, batch.attributes)
+            _insert_rejections(db, batch.rejections)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return outcome, head
 
     # -- reading ------------------------------------------------------------
 
@@ -410,3 +340,91 @@ def _seq_range(seq: int, upto: int, device_ids: Collection[str] | None) -> tuple
         return "seq > ? AND seq <= ?", [seq, upto]
     marks = ",".join("?" * len(device_ids))
     return f"seq > ? AND seq <= ? AND device_id IN ({marks})", [seq, upto, *device_ids]
+
+
+# -- the write transaction's steps (run on the writer connection's thread) -----
+
+
+def _insert_readings(
+    db: sqlite3.Connection, pending: tuple[PendingReading, ...], head: int
+) -> tuple[WriteOutcome, int]:
+    """Insert, and return what was stored with the allocator's new position."""
+    if not pending:
+        return WriteOutcome((), ()), head
+    cursor = db.executemany(
+        "INSERT OR IGNORE INTO readings(device_id, metric, ts, value, unit, device_seq) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(p.device_id, p.metric, p.ts, p.value, p.unit, p.device_seq) for p in pending],
+    )
+    if cursor.rowcount == len(pending):
+        # No duplicates: AUTOINCREMENT with a single writer numbers them in order.
+        readings = tuple(
+            Reading(head + i, p.device_id, p.metric, p.ts, p.value, p.unit)
+            for i, p in enumerate(pending, start=1)
+        )
+        return WriteOutcome(readings, (True,) * len(pending)), head + len(pending)
+    rows = db.execute(
+        "SELECT seq, device_id, metric, device_seq FROM readings WHERE seq > ? ORDER BY seq",
+        (head,),
+    ).fetchall()
+    (sequence,) = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
+    return _match_stored(pending, rows), int(sequence)
+
+
+def _upsert_devices(db: sqlite3.Connection, batch: WriteBatch) -> None:
+    if batch.seen:
+        db.executemany(
+            "INSERT INTO devices(device_id, first_seen, last_seen, online) "
+            "VALUES (?, ?, ?, 0) ON CONFLICT(device_id) "
+            "DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
+            [(d, t, t) for d, t in batch.seen.items()],
+        )
+    if batch.presence:
+        db.executemany(
+            "INSERT INTO devices(device_id, first_seen, last_seen, online) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(device_id) DO UPDATE SET online = excluded.online, "
+            "last_seen = max(last_seen, excluded.last_seen)",
+            [(p.device_id, p.last_seen, p.last_seen, int(p.online)) for p in batch.presence],
+        )
+
+
+def _upsert_latest(
+    db: sqlite3.Connection, readings: Iterable[Reading], attributes: tuple[Attribute, ...]
+) -> None:
+    latest: dict[tuple[str, str], Reading] = {}
+    for reading in readings:
+        key = (reading.device_id, reading.metric)
+        if key not in latest or reading.ts >= latest[key].ts:
+            latest[key] = reading
+    if latest:
+        db.executemany(
+            "INSERT INTO metrics(device_id, metric, unit, ts, value) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(device_id, metric) DO UPDATE SET unit = excluded.unit, "
+            "ts = excluded.ts, value = excluded.value WHERE excluded.ts >= metrics.ts",
+            [(r.device_id, r.metric, r.unit, r.ts, r.value) for r in latest.values()],
+        )
+    if attributes:
+        db.executemany(
+            "INSERT INTO attributes(device_id, name, value, ts) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(device_id, name) DO UPDATE SET value = excluded.value, "
+            "ts = excluded.ts WHERE excluded.ts >= attributes.ts",
+            [(a.device_id, a.name, a.value, a.ts) for a in attributes],
+        )
+
+
+def _insert_rejections(db: sqlite3.Connection, rejections: tuple[Rejection, ...]) -> None:
+    if not rejections:
+        return
+    db.executemany(
+        "INSERT INTO rejections(received_ms, source, device_id, reason, detail, excerpt) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (r.received_ms, str(r.source), r.device_id, str(r.reason), r.detail, r.excerpt)
+            for r in rejections
+        ],
+    )
+    # The dead-letter table is a window on recent trouble, not an archive.
+    db.execute(
+        "DELETE FROM rejections WHERE id <= (SELECT max(id) FROM rejections) - ?",
+        (REJECTIONS_KEPT,),
+    )
