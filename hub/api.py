@@ -34,11 +34,14 @@ def api(
 
     @blueprint.get("/readyz")
     async def readyz() -> tuple[Response, int]:
-        ready = bool(store.epoch)
+        status = ingest_status()
+        # Ready while the store is open and commits succeed: a store refusing
+        # writes holds every acknowledgement back, so say so.
+        ready = bool(store.epoch) and not status["writer"]["failing"]
         body = {
             "ready": ready,
             "store": {"epoch": store.epoch, "head": store.head},
-            "ingest": ingest_status(),
+            "ingest": status,
         }
         return jsonify(body), 200 if ready else 503
 

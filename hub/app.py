@@ -101,7 +101,7 @@ class Hub:
                 "devices": len(self.sio.manager.rooms.get("/devices", {}).get(None, {})),
             },
             "http": {"state": "listening"},
-            "writer": {"backlog": self.writer.backlog},
+            "writer": {"backlog": self.writer.backlog, "failing": self.writer.failing},
         }
 
 
@@ -140,7 +140,8 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
     mqtt = (
         MqttIngest(settings.mqtt, writer, rules, auth, metrics) if settings.mqtt.enabled else None
     )
-    sio.register_namespace(DeviceNamespace(writer, rules, auth, metrics))
+    ack_timeout = settings.storage.ack_timeout
+    sio.register_namespace(DeviceNamespace(writer, rules, auth, metrics, ack_timeout))
     replayer = Replayer(sio, store, broadcaster, settings.replay, metrics)
     sio.register_namespace(DashboardNamespace(broadcaster, replayer, auth))
 
@@ -150,7 +151,7 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         settings, sio, quart, None, store, presence, broadcaster, writer, mqtt, replayer, metrics
     )
     quart.register_blueprint(api(store, presence, auth, metrics, hub.ingest_status))
-    quart.register_blueprint(http_ingest(writer, rules, auth, metrics))
+    quart.register_blueprint(http_ingest(writer, rules, auth, metrics, ack_timeout))
     quart.register_blueprint(pages(web_root))
     metrics.gauge("hub_store_head_seq", lambda: float(store.head))
     metrics.gauge("hub_writer_backlog", lambda: float(writer.backlog))

@@ -67,6 +67,7 @@ class StorageSettings:
     batch_max: Positive = 2000
     commit_linger: Seconds = 0.002
     queue_max: Positive = 1000
+    ack_timeout: Seconds = 10.0
     retention: Seconds = 0.0
     retention_batch: Positive = 5000
 

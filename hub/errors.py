@@ -41,6 +41,14 @@ class HubClosing(HubError):
         super().__init__("the hub is shutting down")
 
 
+class HubBusy(HubError):
+    """The hub's queue for the store is full: try again shortly."""
+
+    def __init__(self, retry_after: float):
+        self.retry_after = retry_after
+        super().__init__(f"the hub is busy, retry in {retry_after:g} s")
+
+
 class AuthError(HubError):
     """A client presented no credentials, or the wrong ones."""
 

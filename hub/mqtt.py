@@ -93,11 +93,13 @@ class MqttConnection:
         *,
         high_water: int = 10_000,
         rng: random.Random | None = None,
+        on_lost: Callable[[], None] | None = None,
     ):
         self.settings = settings
         self.subscriptions = list(subscriptions)
         self.high_water = high_water
         self.rng = rng or random.Random()
+        self.on_lost = on_lost
         url = urlsplit(settings.url)
         self.host = url.hostname or "127.0.0.1"
         self.tls = url.scheme == "mqtts"
@@ -241,9 +243,12 @@ class MqttConnection:
             except Exception as exc:
                 self._last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("MQTT %s: %s", _redact(self.settings.url), self._last_error)
+            was_connected = self._connected.is_set()
             self._connected.clear()
             self._drop_socket()
             self._set_state(MqttState.DISCONNECTED)
+            if was_connected and self.on_lost is not None:
+                self.on_lost()
             delay = backoff_delay(
                 attempt, self.settings.reconnect_min, self.settings.reconnect_max, self.rng
             )

@@ -8,7 +8,11 @@ broadcaster. Being the only writer is what keeps `seq` in commit order and
 presence transitions in the order their causes were committed.
 
 The queue of submissions is bounded (`queue_max`): when the store falls
-behind, `submit` waits, and so do the adapters feeding it.
+behind, MQTT waits (and stops reading, so the broker holds on), while HTTP
+and Socket.IO are told at once that the hub is busy (`HubBusy`), with a
+retry hint. A commit that fails is retried with backoff until it succeeds,
+holding everything behind it: nothing is acknowledged that is not stored, and
+nothing received is dropped. Meanwhile `failing` says why.
 """
 
 from __future__ import annotations
@@ -20,15 +24,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from hub.errors import HubClosing, StoreError
+from hub.errors import HubBusy, HubClosing, StoreError
 from hub.metrics import Metrics
-from hub.models import Normalized, PresenceChange, Reading, Source, WriteBatch
+from hub.models import Normalized, PresenceChange, Reading, Source, WriteBatch, WriteOutcome
 from hub.presence import Presence
 from hub.store.base import Store
 
 log = logging.getLogger(__name__)
 
 SLOW_COMMIT = 0.1  # seconds; slower commits are logged
+RETRY_FIRST = 0.05  # seconds before the first retry of a failed commit
+RETRY_MAX = 2.0  # seconds between retries at most
+BUSY_RETRY_AFTER = 1.0  # seconds a busy client is told to wait
 RETENTION_CATCH_UP = 0.05  # seconds between retention steps while behind
 
 PublishFn = Callable[[tuple[Reading, ...], tuple[PresenceChange, ...]], None]
@@ -73,6 +80,8 @@ class _Submission:
     seen: Sequence[str]
     links: Sequence[LinkEvent]
     future: asyncio.Future[Accepted]
+    # link kinds lost altogether (the broker connection dropped: "mqtt")
+    dropped: Sequence[str] = ()
     size: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -108,6 +117,7 @@ class Writer:
         self._queue: asyncio.Queue[_Submission | None] = asyncio.Queue(queue_max)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.failing: str | None = None
 
     async def __aenter__(self) -> Writer:
         self._task = asyncio.create_task(self._run(), name="writer")
@@ -140,13 +150,25 @@ class Writer:
         messages: Sequence[Normalized],
         seen: Sequence[str] = (),
         links: Sequence[LinkEvent] = (),
+        *,
+        wait: bool = True,
+        dropped: Sequence[str] = (),
     ) -> asyncio.Future[Accepted]:
         """Queue messages for the next commit; the future resolves once they are
-        durable. Waits while the queue is full."""
+        durable. While the queue is full this waits, or with `wait=False`
+        raises `HubBusy`."""
         if self._closing:
             raise HubClosing()
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Submission(source, received_ms, messages, seen, links, future))
+        submission = _Submission(source, received_ms, messages, seen, links, future, dropped)
+        if wait:
+            await self._queue.put(submission)
+        else:
+            try:
+                self._queue.put_nowait(submission)
+            except asyncio.QueueFull:
+                self.metrics.inc("hub_busy_total", source=str(source))
+                raise HubBusy(BUSY_RETRY_AFTER) from None
         return future
 
     async def submit(
@@ -156,9 +178,19 @@ class Writer:
         messages: Sequence[Normalized],
         seen: Sequence[str] = (),
         links: Sequence[LinkEvent] = (),
+        *,
+        wait: bool = True,
+        within: float | None = None,
     ) -> Accepted:
-        """`enqueue` and wait for the commit."""
-        return await (await self.enqueue(source, received_ms, messages, seen, links))
+        """`enqueue` and wait for the commit, at most `within` seconds: past
+        that `HubBusy` (the messages stay queued and will be committed; a
+        device that sends them again is deduplicated by its seq)."""
+        future = await self.enqueue(source, received_ms, messages, seen, links, wait=wait)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), within)
+        except TimeoutError:
+            self.metrics.inc("hub_ack_timeouts_total", source=str(source))
+            raise HubBusy(BUSY_RETRY_AFTER) from None
 
     # -- the loop -----------------------------------------------------------
 
@@ -237,14 +269,8 @@ class Writer:
                     item.future.set_result(Accepted(0, 0, 0))
             return
         started = time.perf_counter()
-        try:
-            outcome = await self.store.write(write)
-        except StoreError as exc:
-            log.error("commit of %d readings failed: %s", len(write.readings), exc)
-            self.metrics.inc("hub_commit_failures_total")
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+        outcome = await self._write(write, batch)
+        if outcome is None:
             return
         took = time.perf_counter() - started
         self.metrics.inc("hub_commits_total")
@@ -277,10 +303,41 @@ class Writer:
                 )
         self.publish(outcome.readings, write.presence)
 
+    async def _write(self, write: WriteBatch, batch: list[_Submission]) -> WriteOutcome | None:
+        """Commit, retrying with backoff for as long as the store refuses: the
+        batch and everything queued behind it wait, unacknowledged. Only when
+        closing does it give up, failing the submitters (nothing was stored,
+        so MQTT's broker delivers those messages again later)."""
+        delay = RETRY_FIRST
+        while True:
+            try:
+                outcome = await self.store.write(write)
+            except StoreError as exc:
+                self.metrics.inc("hub_commit_failures_total")
+                if self.failing is None:
+                    log.error(
+                        "commit of %d readings failed, retrying: %s", len(write.readings), exc
+                    )
+                self.failing = str(exc)
+                if self._closing and delay >= RETRY_MAX:
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
+                    return None
+                await asyncio.sleep(delay)
+                delay = min(RETRY_MAX, delay * 2)
+                continue
+            if self.failing is not None:
+                log.warning("commits succeed again")
+                self.failing = None
+            return outcome
+
     def _compose(self, batch: list[_Submission], now: int, expire: bool) -> WriteBatch:
         presence: list[PresenceChange] = []
         seen: dict[str, int] = {}
         for item in batch:
+            for link in item.dropped:
+                presence.extend(self.presence.drop_links(link, item.received_ms))
             for event in item.links:
                 change = (self.presence.link_up if event.up else self.presence.link_down)(
                     event.device_id, event.link, item.received_ms

@@ -118,6 +118,7 @@ KEYS: list[tuple[str, str, Any]] = [
     ("[replay]\nburst = 100", "replay.burst", 100),
     ("[replay]\nmax_backlog = 1000", "replay.max_backlog", 1000),
     ("[storage]\nretention = '30d'", "storage.retention", 30 * 86400.0),
+    ("[storage]\nack_timeout = '3s'", "storage.ack_timeout", 3.0),
     ("[storage]\nretention_batch = 100", "storage.retention_batch", 100),
     ("[replay]\nmax_concurrent = 2", "replay.max_concurrent", 2),
     ("[replay]\nhub_rate = 5000", "replay.hub_rate", 5000),

@@ -292,24 +292,38 @@ async def test_readings_api_raw_and_bucketed(settings: Settings) -> None:
             assert fragment in error["error"]
 
 
-async def test_readyz_shows_the_broker_outage_while_http_keeps_serving(
+async def test_readyz_and_presence_show_the_broker_outage_while_http_keeps_serving(
     settings: Settings, mosquitto: Mosquitto
 ) -> None:
-    async with serve_hub(settings) as running:
+    async with serve_hub(settings) as running, dashboard(running.url) as board:
+        mqtt = running.hub.mqtt
+        assert mqtt is not None
+        await board.subscribe(["*"])
+
+        def radio_online() -> bool | None:
+            states = [p["online"] for p in board.presence if p["device_id"] == "radio"]
+            return states[-1] if states else None
+
+        await publish(mosquitto, "devices/radio/status", "online", retain=True)
+        await wait_until(lambda: radio_online() is True)
         status, ready = await get(running, "/readyz")
         assert status == 200
         assert ready["ingest"]["mqtt"]["state"] == "connected"
+
         mosquitto.stop()
-        await wait_until(lambda: not running.hub.mqtt.connection.connected)  # type: ignore[union-attr]
+        await wait_until(lambda: not mqtt.connection.connected)
         status, ready = await get(running, "/readyz")
         assert status == 200
         assert ready["ingest"]["mqtt"]["state"] in ("connecting", "disconnected")
-        status, _body = await post(running, "still-here", b'{"temperature": 1}')
+        # the hub cannot know: the device it heard of through the broker is offline
+        await wait_until(lambda: radio_online() is False, what="presence offline")
+        status, _ = await post(running, "still-here", b'{"temperature": 1}')
         assert status == 202
+
         mosquitto.start()
-        await wait_until(lambda: running.hub.mqtt.connection.connected, 15)  # type: ignore[union-attr]
-        async with dashboard(running.url) as board:
-            await board.subscribe(["*"])
-            await publish(mosquitto, "devices/back/telemetry", b'{"temperature": 2}')
-            [reading] = await board.wait_readings(1)
-            assert reading["device_id"] == "back"
+        await wait_until(lambda: mqtt.connection.connected, 15)
+        # the device reconnects to the broker and says so again
+        await publish(mosquitto, "devices/radio/status", "online", retain=True)
+        await wait_until(lambda: radio_online() is True, what="presence online")
+        await publish(mosquitto, "devices/back/telemetry", b'{"temperature": 2}')
+        await wait_until(lambda: bool(board.readings) and board.readings[-1]["device_id"] == "back")

@@ -9,7 +9,7 @@ import time
 from quart import Blueprint, Response, jsonify, request
 
 from hub.auth import Authenticator
-from hub.errors import AuthError, HubClosing, StoreError
+from hub.errors import AuthError, HubBusy, HubClosing, StoreError
 from hub.metrics import Metrics
 from hub.models import RejectReason, Source, is_valid_device_id
 from hub.normalize import Rules, normalize
@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 ResponseWithStatus = tuple[Response, int] | tuple[Response, int, dict[str, str]]
 
 
-def http_ingest(writer: Writer, rules: Rules, auth: Authenticator, metrics: Metrics) -> Blueprint:
+def http_ingest(
+    writer: Writer, rules: Rules, auth: Authenticator, metrics: Metrics, ack_timeout: float
+) -> Blueprint:
     blueprint = Blueprint("ingest", __name__)
 
     @blueprint.post("/api/devices/<device_id>/telemetry")
@@ -50,7 +52,21 @@ def http_ingest(writer: Writer, rules: Rules, auth: Authenticator, metrics: Metr
         )
         metrics.inc("hub_messages_received_total", source="http")
         try:
-            accepted = await writer.submit(Source.HTTP, received_ms, [normalized], seen=[device_id])
+            accepted = await writer.submit(
+                Source.HTTP,
+                received_ms,
+                [normalized],
+                seen=[device_id],
+                wait=False,
+                within=ack_timeout,
+            )
+        except HubBusy as exc:
+            return _error(
+                503,
+                "busy",
+                "the store is behind, retry later",
+                retry_after=max(1, round(exc.retry_after)),
+            )
         except HubClosing:
             return _error(503, "unavailable", "the hub is shutting down", retry_after=5)
         except StoreError:

@@ -9,12 +9,14 @@ delivers them again, and the dedup rule absorbs the repeats.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from types import TracebackType
 
 from hub.auth import Authenticator
 from hub.config import MqttSettings
+from hub.errors import HubClosing
 from hub.metrics import Metrics
 from hub.models import (
     Normalized,
@@ -53,9 +55,11 @@ class MqttIngest:
             settings,
             [(f"{prefix}/+/telemetry", settings.qos), (f"{prefix}/+/status", settings.qos)],
             high_water=max(10_000, settings.receive_maximum * 2),
+            on_lost=self._lost,
         )
         self._consumer: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Future[Accepted]] = set()
+        self._in_flight_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def status(self) -> MqttStatus:
@@ -80,6 +84,18 @@ class MqttIngest:
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
         await self.connection.close()
+
+    def _lost(self) -> None:
+        """The broker connection dropped: the devices whose presence it carried
+        are offline as far as the hub can tell (their retained statuses bring
+        them back when it reconnects)."""
+        task = asyncio.create_task(self._drop_presence(), name="mqtt-presence-lost")
+        self._in_flight_tasks.add(task)
+        task.add_done_callback(self._in_flight_tasks.discard)
+
+    async def _drop_presence(self) -> None:
+        with contextlib.suppress(HubClosing):
+            await self.writer.enqueue(Source.MQTT, int(time.time() * 1000), [], dropped=[MQTT_LINK])
 
     async def _consume(self) -> None:
         while True:

@@ -15,7 +15,7 @@ import orjson
 import socketio
 
 from hub.auth import Authenticator
-from hub.errors import AuthError, HubClosing, StoreError
+from hub.errors import AuthError, HubBusy, HubClosing, StoreError
 from hub.metrics import Metrics
 from hub.models import Source, is_valid_device_id
 from hub.normalize import Rules, normalize_document
@@ -27,8 +27,16 @@ DEVICES = "/devices"
 
 
 class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    def __init__(self, writer: Writer, rules: Rules, auth: Authenticator, metrics: Metrics):
+    def __init__(
+        self,
+        writer: Writer,
+        rules: Rules,
+        auth: Authenticator,
+        metrics: Metrics,
+        ack_timeout: float = 10.0,
+    ):
         super().__init__(DEVICES)
+        self.ack_timeout = ack_timeout
         self.writer = writer
         self.rules = rules
         self.auth = auth
@@ -71,8 +79,20 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.metrics.inc("hub_messages_received_total", source="socketio")
         try:
             accepted = await self.writer.submit(
-                Source.SOCKETIO, received_ms, [normalized], seen=[device_id]
+                Source.SOCKETIO,
+                received_ms,
+                [normalized],
+                seen=[device_id],
+                wait=False,
+                within=self.ack_timeout,
             )
+        except HubBusy as exc:
+            return {
+                "ok": False,
+                "error": "busy: the store is behind, retry later",
+                "retry": True,
+                "retry_after": exc.retry_after,
+            }
         except HubClosing:
             return {"ok": False, "error": "shutting down, retry later", "retry": True}
         except StoreError as exc:
