@@ -2,11 +2,14 @@
 
 A `Device` numbers and timestamps messages and sends them through a `Link`:
 `MqttLink`, `SocketIOLink` or `HttpLink`. `make_signal` gives believable
-sensor values to send.
+sensor values to send. `Buffering` makes a device keep messages while its
+link is down and deliver them later (store-and-forward).
 """
 
+from devices.buffer import Buffering, BufferStats, DropPolicy
 from devices.device import Device, Envelope, Reading
 from devices.errors import DeviceError, LinkError, SetupError
+from devices.forwarder import BUFFERED
 from devices.http_link import HttpLink
 from devices.link import Link, Payload, SendResult, check_device_id
 from devices.mqtt_link import MqttLink, parse_broker_url
@@ -14,9 +17,13 @@ from devices.signals import METRICS, MetricSpec, Signal, make_signal, make_signa
 from devices.socketio_link import SocketIOLink
 
 __all__ = [
+    "BUFFERED",
     "METRICS",
+    "BufferStats",
+    "Buffering",
     "Device",
     "DeviceError",
+    "DropPolicy",
     "Envelope",
     "HttpLink",
     "Link",

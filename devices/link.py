@@ -37,6 +37,9 @@ T = TypeVar("T")
 Payload = bytes | dict[str, Any] | list[dict[str, Any]]
 """A device payload: JSON already encoded, or an object or array to encode."""
 
+Envelope = dict[str, Any]
+"""`{"ts": epoch ms, "seq": device seq, "values": {...}}`, the contract's envelope."""
+
 _DEVICE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -49,6 +52,9 @@ class SendResult:
     rejected: int = 0
     error: str | None = None
     retry: bool = False
+    # Set only by a `Device` with buffering: the envelope was kept, and the
+    # device will deliver it; the caller must not send it again.
+    buffered: bool = False
 
 
 # The broker's PUBACK says nothing about readings, so every MQTT success is alike.

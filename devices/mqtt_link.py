@@ -169,6 +169,9 @@ class MqttLink:
         watcher, stack = self._watcher, self._stack
         self._client = self._stack = self._watcher = None
         self._lost = False
+        # aiomqtt leaves a publish waiting for its PUBACK after the client
+        # disconnects; fail it now rather than at its timeout.
+        self._deadlines.expire()
         if watcher is not None:
             watcher.cancel()
             await asyncio.wait([watcher])

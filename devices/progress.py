@@ -10,19 +10,31 @@ from typing import Self, TextIO
 
 @dataclass(slots=True)
 class Tally:
-    """Messages of a run. `sent` = `acknowledged` + `errors` once sends are done."""
+    """Messages of a run.
+
+    Once the devices are closed, `sent` = `acknowledged` + `errors` +
+    `dropped`: a message is delivered, failed (refused, or with buffering
+    left unsent at exit), or given up by a full buffer. `buffered` counts the
+    messages that waited in a buffer at some point, whatever became of them;
+    `waiting` those in a buffer now.
+    """
 
     sent: int = 0
     acknowledged: int = 0
     errors: int = 0
+    buffered: int = 0
+    waiting: int = 0
+    dropped: int = 0
 
     def summary(self, duration_s: float, metrics: int) -> str:
-        """The exit line; scripts parse these key=value names, keep them."""
+        """The exit line; scripts parse these key=value names, keep them (and add
+        new ones at the end)."""
         rate = self.sent / duration_s if duration_s > 0 else 0.0
         return (
             f"sent={self.sent} acknowledged={self.acknowledged} errors={self.errors} "
             f"duration={duration_s:.2f} rate={rate:.1f} msg/s "
-            f"readings={self.acknowledged * metrics}"
+            f"readings={self.acknowledged * metrics} "
+            f"buffered={self.buffered} dropped={self.dropped}"
         )
 
 
@@ -58,7 +70,8 @@ class Progress:
         tally = self.tally
         return (
             f"sent {tally.sent}  acknowledged {tally.acknowledged}  "
-            f"errors {tally.errors}  {rate:.0f} msg/s"
+            f"errors {tally.errors}  buffered {tally.buffered} (waiting {tally.waiting})  "
+            f"dropped {tally.dropped}  {rate:.0f} msg/s"
         )
 
     def note(self, message: str) -> None:

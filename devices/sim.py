@@ -6,11 +6,15 @@ never accumulates into drift: a device that fell behind sends at once until
 it has caught up. The hot path does what one message needs and no more: one
 clock read, one sample per metric, one send; counting is a few integer adds,
 and progress is drawn by its own task from those counters.
+
+Devices buffer by default (`--buffer`): a message that cannot go now is kept
+by the device (devices/forwarder.py) and delivered after it reconnects.
+`--offline-every`/`--offline-for` switch each device's radio off now and then
+(devices/outage.py) to exercise that.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import math
 import random
@@ -20,156 +24,37 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
 
+from devices.buffer import Buffering, BufferStats
 from devices.device import Device
 from devices.errors import LinkError, SetupError
 from devices.http_link import HttpLink
-from devices.link import Link
+from devices.link import Link, SendResult
 from devices.mqtt_link import MqttLink
+from devices.outage import Radio, run_outages
 from devices.progress import Progress, Tally
 from devices.signals import Signal, make_signals
+from devices.sim_options import PROTOCOLS, Options, build_parser, parse_options
 from devices.socketio_link import SocketIOLink
+
+__all__ = ["PROTOCOLS", "Options", "build_parser", "main", "parse_options", "run"]
 
 T = TypeVar("T")
 
-PROTOCOLS = ("mqtt", "socketio", "http")
+# Without buffering the runner reconnects, at most once a second.
 RECONNECT_INTERVAL_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    devices: int
-    rate: float
-    protocol: str
-    duration: float
-    broker: str
-    hub: str
-    metrics: tuple[str, ...]
-    prefix: str
-    id_prefix: str
-    token: str
-    seed: int | None
-    quiet: bool
-    transports: list[str] | None = None
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(text)
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(text)
-    return value
-
-
-def _transports(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",")]
-    if not names or not set(names) <= {"polling", "websocket"}:
-        raise ValueError(text)
-    return names
-
-
-def _metrics(text: str) -> tuple[str, ...]:
-    names = tuple(name.strip() for name in text.split(","))
-    if not all(names):
-        raise ValueError(text)
-    return names
-
-
-# argparse names the type function in its error message.
-_positive_int.__name__ = "positive integer"
-_positive_float.__name__ = "positive number"
-_seconds.__name__ = "number of seconds (0 or more)"
-_metrics.__name__ = "comma-separated list of metric names"
-_transports.__name__ = "comma-separated list of polling, websocket"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="telemetry-sim",
-        description="Simulate a fleet of devices sending telemetry to the telemetry hub.",
-        epilog=(
-            "At exit it prints one line on stdout: sent=N acknowledged=N errors=N "
-            "duration=S rate=R msg/s readings=N. 'sent' counts messages handed to a "
-            "link, 'acknowledged' those the broker (MQTT) or hub (Socket.IO, HTTP) "
-            "took, 'readings' = acknowledged messages x metrics. Exit status: 0 if "
-            "no send failed, 1 if any did, 2 for bad arguments."
-        ),
-    )
-    add = parser.add_argument
-    add("--devices", type=_positive_int, default=5, help="number of devices (default 5)")
-    add(
-        "--rate",
-        type=_positive_float,
-        default=1.0,
-        help="messages per second PER DEVICE, fractions allowed; each message carries "
-        "one value per metric (default 1)",
-    )
-    add("--protocol", choices=PROTOCOLS, default="mqtt", help="transport (default mqtt)")
-    add(
-        "--duration",
-        type=_seconds,
-        default=0.0,
-        help="seconds to run; 0 runs until Ctrl-C or SIGTERM (default 0)",
-    )
-    add(
-        "--broker",
-        default="mqtt://127.0.0.1:1883",
-        help="MQTT broker URL, user:pass@ allowed, mqtts:// for TLS (default %(default)s)",
-    )
-    add(
-        "--hub",
-        default="http://127.0.0.1:8080",
-        help="hub URL for Socket.IO and HTTP (default %(default)s)",
-    )
-    add(
-        "--metrics",
-        type=_metrics,
-        default=("temperature", "humidity", "pressure"),
-        help="comma-separated metrics (default temperature,humidity,pressure); known: "
-        "temperature, humidity, pressure, voltage, power, co2; others get a unitless walk",
-    )
-    add("--prefix", default="devices", help="MQTT topic prefix (default devices)")
-    add("--id-prefix", default="sim", help="devices are named ID_PREFIX-000, ... (default sim)")
-    add("--token", default="", help="device token for Socket.IO and HTTP")
-    add(
-        "--transports",
-        type=_transports,
-        default=None,
-        help="Socket.IO transports, e.g. polling where websockets are blocked "
-        "(default: polling, then upgrade to websocket)",
-    )
-    add(
-        "--seed",
-        type=int,
-        default=None,
-        help="seed for the signals: the same seed gives each device the same level, "
-        "phase and random draws (values still follow the wall clock)",
-    )
-    add("--quiet", action="store_true", help="no progress on stderr")
-    return parser
-
-
-def parse_options(argv: Sequence[str] | None) -> Options:
-    """The options, or SystemExit(2) with a usage message for bad arguments."""
-    args = build_parser().parse_args(argv)
-    return Options(**vars(args))
+# With buffering the device reconnects itself, with backoff between these
+# bounds: quick after a short outage, and a thousand devices that lost the
+# broker together still spread over a second or more when they come back.
+RECONNECT_MIN_S = 0.1
+RECONNECT_MAX_S = 2.0
+# The last flush at exit; what is left after it counts as errors.
+CLOSE_TIMEOUT_S = 10.0
+# A flushed batch must stay well under the hub's payload limit (64 KiB).
+BATCH_BYTES = 32_768
 
 
 class Stop:
@@ -193,20 +78,29 @@ class Runner:
     """One device's sending loop."""
 
     def __init__(
-        self, device: Device, signals: dict[str, Signal], tally: Tally, progress: Progress
+        self,
+        device: Device,
+        signals: dict[str, Signal],
+        tally: Tally,
+        progress: Progress,
+        radio: Radio | None = None,
     ) -> None:
         self.device = device
         self.signals = signals
         self.tally = tally
         self.progress = progress
+        self.radio = radio
         self.busy = False
         self.task: asyncio.Task[None] | None = None
         self._retry_at = 0.0
         self._reported = False
+        self._seen = BufferStats()
+        self._buffering = False
 
     async def run(self, first_due: float, period: float, deadline: float, stop: Stop) -> None:
         loop = asyncio.get_running_loop()
         device, signals, tally = self.device, self.signals, self.tally
+        buffered = device.buffering is not None
         wall_clock = time.time
         k = 0
         while not stop.requested:
@@ -222,7 +116,7 @@ class Runner:
             await asyncio.sleep(delay if delay > 0 else 0)
             self.busy = True
             try:
-                if not device.connected and loop.time() >= self._retry_at:
+                if not buffered and not device.connected and loop.time() >= self._retry_at:
                     await self._reconnect(loop)
                 now = wall_clock()
                 values = {metric: sensor.reading(now) for metric, sensor in signals.items()}
@@ -232,12 +126,41 @@ class Runner:
                 except LinkError as exc:
                     self._failed(str(exc))
                 else:
-                    if result.ok:
+                    if buffered:
+                        self._after_buffered_send(result)
+                    elif result.ok:
                         tally.acknowledged += 1
                     else:
                         self._failed(f"{device.device_id}: refused: {result.error}")
             finally:
                 self.busy = False
+
+    def sync(self) -> None:
+        """Bring the tally up to date with the device's store-and-forward counts."""
+        stats, seen, tally = self.device.stats, self._seen, self.tally
+        tally.acknowledged += stats.delivered - seen.delivered
+        tally.errors += stats.rejected - seen.rejected + stats.unsent - seen.unsent
+        tally.buffered += stats.buffered_total - seen.buffered_total
+        tally.waiting += stats.buffered - seen.buffered
+        tally.dropped += stats.dropped - seen.dropped
+        self._seen = stats
+        if self._buffering and stats.buffered == 0:
+            self._buffering = False
+            if self._reported:
+                self._reported = False
+                self.progress.note(f"{self.device.device_id}: reconnected, buffer flushed")
+
+    def _after_buffered_send(self, result: SendResult) -> None:
+        if result.buffered and not self._buffering:
+            self._buffering = True
+            # A simulated outage is expected; a real one is worth a line.
+            if self.radio is None or self.radio.on:
+                error = self.device.stats.last_error
+                detail = f" after: {error}" if error else ""
+                self._failed(f"{self.device.device_id}: link down, buffering{detail}", count=False)
+        elif not result.ok and not result.buffered:
+            self._failed(f"{self.device.device_id}: refused: {result.error}", count=False)
+        self.sync()
 
     async def _reconnect(self, loop: asyncio.AbstractEventLoop) -> None:
         self._retry_at = loop.time() + RECONNECT_INTERVAL_S
@@ -256,6 +179,22 @@ class Runner:
         if not self._reported:
             self._reported = True
             self.progress.note(message)
+
+
+def make_buffering(options: Options) -> Buffering | None:
+    if options.buffer == 0:
+        return None
+    # Roughly 60 bytes per metric and 40 for the envelope around them.
+    batch_size = max(1, min(100, BATCH_BYTES // (40 + 60 * len(options.metrics))))
+    return Buffering(
+        max_envelopes=options.buffer,
+        policy=options.buffer_policy,
+        batch_size=batch_size,
+        flush_rate=options.flush_rate,
+        reconnect_min=RECONNECT_MIN_S,
+        reconnect_max=RECONNECT_MAX_S,
+        close_timeout=CLOSE_TIMEOUT_S,
+    )
 
 
 def make_link(
@@ -298,15 +237,20 @@ async def run(options: Options, tally: Tally, progress: Progress) -> float | Non
                 connector = aiohttp.TCPConnector(limit=max(100, options.devices))
                 session = aiohttp.ClientSession(connector=connector)
                 stack.push_async_callback(session.close)
-            runners = [
-                Runner(
-                    Device(device_id, make_link(options, device_id, session)),
-                    make_signals(options.metrics, _rng(options.seed, device_id)),
-                    tally,
-                    progress,
+            buffering = make_buffering(options)
+            runners = []
+            for i in range(options.devices):
+                device_id = f"{options.id_prefix}-{i:03d}"
+                link = make_link(options, device_id, session)
+                radio = Radio(link) if options.offline_every is not None else None
+                device = Device(
+                    device_id,
+                    radio or link,
+                    buffer=buffering,
+                    rng=_rng(options.seed, f"{device_id}/reconnect"),
                 )
-                for device_id in (f"{options.id_prefix}-{i:03d}" for i in range(options.devices))
-            ]
+                signals = make_signals(options.metrics, _rng(options.seed, device_id))
+                runners.append(Runner(device, signals, tally, progress, radio))
             stop.runners = runners
             stack.push_async_callback(_close_all, runners, progress)
             if not await _connect_all(runners, progress):
@@ -331,7 +275,11 @@ async def _connect_all(runners: list[Runner], progress: Progress) -> bool:
         if not isinstance(failure, LinkError):
             raise failure
         progress.note(str(failure))
-    return not failures
+    if failures:
+        return False
+    for runner in runners:
+        await runner.device.start()
+    return True
 
 
 async def _send_all(runners: list[Runner], options: Options, stop: Stop) -> float:
@@ -340,15 +288,32 @@ async def _send_all(runners: list[Runner], options: Options, stop: Stop) -> floa
     start = loop.time()
     deadline = start + options.duration if options.duration > 0 else math.inf
     tasks = []
+    outages = []
+    done = asyncio.Event()
     for i, runner in enumerate(runners):
         # Staggered over one period, so the fleet sends evenly rather than in bursts.
         first_due = start + period * i / len(runners)
+        device_id = runner.device.device_id
         runner.task = asyncio.create_task(
-            runner.run(first_due, period, deadline, stop), name=f"sim-{runner.device.device_id}"
+            runner.run(first_due, period, deadline, stop), name=f"sim-{device_id}"
         )
         tasks.append(runner.task)
+        if runner.radio is not None and options.offline_every and options.offline_for:
+            rng = _rng(options.seed, f"{device_id}/outages")
+            outages.append(
+                asyncio.create_task(
+                    run_outages(
+                        runner.radio, options.offline_every, options.offline_for, rng, done
+                    ),
+                    name=f"outages-{device_id}",
+                )
+            )
     await asyncio.wait(tasks)
     elapsed = loop.time() - start
+    # Radios come back on at the end, so the last flush can deliver what waits.
+    done.set()
+    if outages:
+        await asyncio.wait(outages)
     for task in tasks:
         if not task.cancelled() and (error := task.exception()) is not None:
             raise error
@@ -359,11 +324,14 @@ async def _close_all(runners: list[Runner], progress: Progress) -> None:
     results = await asyncio.gather(
         *(runner.device.close() for runner in runners), return_exceptions=True
     )
-    for result in results:
+    for runner, result in zip(runners, results, strict=True):
+        runner.sync()
         if isinstance(result, LinkError):
             progress.note(str(result))
         elif isinstance(result, BaseException):
             raise result
+        elif result:
+            progress.note(f"{runner.device.device_id}: {result} buffered messages left unsent")
 
 
 def _run_loop(main: Coroutine[Any, Any, T]) -> T:
@@ -390,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"telemetry-sim: error: {exc}", file=sys.stderr)
         return 2
     print(tally.summary(elapsed or 0.0, len(options.metrics)), flush=True)
-    return 0 if elapsed is not None and tally.errors == 0 else 1
+    return 0 if elapsed is not None and tally.errors == 0 and tally.dropped == 0 else 1
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -50,6 +52,7 @@ class SocketIOLink:
         self._close_grace = close_grace
         self._client: Any = None  # socketio.AsyncClient, which ships no types
         self._session: aiohttp.ClientSession | None = None
+        self._responses = _Responses()
         self._up = False
 
     @property
@@ -61,7 +64,8 @@ class SocketIOLink:
             return
         await self.close()
         # The link owns the HTTP session so that close() can cut a long poll.
-        session = aiohttp.ClientSession()
+        responses = _Responses()
+        session = aiohttp.ClientSession(trace_configs=[responses.trace])
         client = socketio.AsyncClient(reconnection=False, handle_sigint=False, http_session=session)
         refusals: list[object] = []
 
@@ -83,12 +87,19 @@ class SocketIOLink:
                 namespaces=[self.namespace],
                 wait_timeout=self._deadlines.seconds,
             )
-        except socketio.exceptions.ConnectionError as exc:
-            await client.disconnect()
-            await session.close()
+        except Exception as exc:
+            # Mostly socketio's ConnectionError, but python-engineio lets other
+            # errors out of a handshake the server cuts short: a hub shutting
+            # down closes a fresh WebSocket, and decoding the close code as the
+            # OPEN packet raises TypeError. Either way the connect failed.
+            await _abandon(client, session, responses)
             detail = _refusal(refusals[-1]) if refusals else describe(exc)
             raise LinkError(self.transport, self.device_id, "connect", detail) from exc
+        except BaseException:
+            await _abandon(client, session, responses)
+            raise
         self._client, self._session, self._up = client, session, True
+        self._responses = responses
 
     async def send(self, payload: Payload) -> SendResult:
         client = self._client
@@ -120,7 +131,7 @@ class SocketIOLink:
         return SendResult(False, error=f"unexpected acknowledgement {ack!r}")
 
     async def close(self) -> None:
-        client, session = self._client, self._session
+        client, session, responses = self._client, self._session, self._responses
         self._client, self._session, self._up = None, None, False
         self._deadlines.expire()
         if client is None or session is None:
@@ -139,6 +150,48 @@ class SocketIOLink:
             raise LinkError(self.transport, self.device_id, "close", describe(exc)) from exc
         finally:
             await session.close()
+            responses.release()
+
+
+class _Responses:
+    """The HTTP responses of a link's session that still hold a connection.
+
+    python-engineio does not always let go of its responses: it leaves the
+    WebSocket open when a handshake fails after the upgrade, and never reads
+    the answers to its polling POSTs, which keep their connection if the
+    server goes away mid-answer. Closing the session shuts their sockets, but
+    aiohttp still warns about each such connection when it is collected, so
+    the link releases them itself when it is done with a session.
+    """
+
+    def __init__(self) -> None:
+        self._open: list[aiohttp.ClientResponse] = []
+        self.trace = aiohttp.TraceConfig()
+        self.trace.on_request_end.append(self._ended)
+
+    async def _ended(
+        self,
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestEndParams,
+    ) -> None:
+        # Forget the ones aiohttp released already, so the list stays short.
+        self._open = [r for r in self._open if r.connection is not None]
+        self._open.append(params.response)
+
+    def release(self) -> None:
+        for response in self._open:
+            response.close()
+        self._open = []
+
+
+async def _abandon(client: Any, session: aiohttp.ClientSession, responses: _Responses) -> None:
+    try:
+        with contextlib.suppress(socketio.exceptions.SocketIOError, aiohttp.ClientError):
+            await client.disconnect()
+    finally:
+        await session.close()
+        responses.release()
 
 
 def _refusal(data: object) -> str:

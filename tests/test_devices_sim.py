@@ -27,7 +27,17 @@ def summary(stdout: str) -> dict[str, float]:
     line = stdout.strip().splitlines()[-1]
     assert line.startswith("sent="), line
     fields = dict(re.findall(r"(\w+)=([\d.]+)", line))
-    assert list(fields) == ["sent", "acknowledged", "errors", "duration", "rate", "readings"]
+    # The first six are the original line, which scripts parse; new keys go at the end.
+    assert list(fields) == [
+        "sent",
+        "acknowledged",
+        "errors",
+        "duration",
+        "rate",
+        "readings",
+        "buffered",
+        "dropped",
+    ]
     assert " msg/s " in line
     return {key: float(value) for key, value in fields.items()}
 
@@ -137,6 +147,13 @@ async def test_ids_metrics_and_prefix_follow_the_options(
         ["--id-prefix", "has space"],
         ["--transports", "carrier-pigeon"],
         ["--no-such-option"],
+        ["--buffer", "-1"],
+        ["--buffer-policy", "drop_random"],
+        ["--flush-rate", "0"],
+        ["--offline-every", "1"],
+        ["--offline-for", "1"],
+        ["--offline-every", "1", "--offline-for", "1"],
+        ["--offline-every", "0", "--offline-for", "0.5"],
     ],
 )
 def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -151,6 +168,8 @@ def test_help_explains_the_rate_and_exits_0(capsys: pytest.CaptureFixture[str]) 
     text = " ".join(capsys.readouterr().out.split())
     assert "messages per second PER DEVICE" in text
     assert "sent=N acknowledged=N errors=N" in text
+    assert "buffered=N dropped=N" in text
+    assert "--offline-every SECONDS" in text
 
 
 def test_no_broker_exits_1_and_says_why(capsys: pytest.CaptureFixture[str]) -> None:
@@ -197,12 +216,14 @@ async def test_a_signal_stops_the_sim_cleanly(mosquitto: Mosquitto, signum: int)
 
 
 @pytest.mark.slow
-async def test_a_broker_outage_counts_errors_and_the_fleet_comes_back(
+async def test_without_a_buffer_a_broker_outage_counts_errors_and_the_fleet_comes_back(
     mosquitto: Mosquitto,
 ) -> None:
     async with listening(mosquitto, "devices") as listener:
         sim = await run_sim(
-            *sim_argv(mosquitto, "--devices", "2", "--rate", "20", "--duration", "4")
+            *sim_argv(
+                mosquitto, "--devices", "2", "--rate", "20", "--duration", "4", "--buffer", "0"
+            )
         )
         await listener.until(10)
     mosquitto.stop()
@@ -217,7 +238,28 @@ async def test_a_broker_outage_counts_errors_and_the_fleet_comes_back(
     assert result["errors"] > 0
     assert result["acknowledged"] > 0
     assert result["sent"] == result["acknowledged"] + result["errors"]
+    assert result["buffered"] == result["dropped"] == 0
     assert "reconnected" in err.decode()
+
+
+async def test_with_the_default_buffer_a_broker_outage_loses_nothing(
+    mosquitto: Mosquitto,
+) -> None:
+    sim = await run_sim(*sim_argv(mosquitto, "--devices", "2", "--rate", "20", "--duration", "3"))
+    async with listening(mosquitto, "devices") as listener:
+        await listener.until(10)
+    await asyncio.to_thread(mosquitto.stop)
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(mosquitto.start)
+    async with asyncio.timeout(15):
+        out, err = await sim.communicate()
+    result = summary(out.decode())
+    assert sim.returncode == 0, err.decode()
+    assert result["sent"] == result["acknowledged"] == 2 * 20 * 3
+    assert result["errors"] == result["dropped"] == 0
+    assert result["buffered"] >= 2 * 20 * 0.5
+    assert "link down, buffering" in err.decode()
+    assert "reconnected, buffer flushed" in err.decode()
 
 
 async def test_progress_redraws_one_line_on_a_terminal() -> None:
@@ -246,11 +288,16 @@ async def test_progress_writes_plain_lines_elsewhere_and_nothing_when_quiet() ->
         await asyncio.sleep(0.18)
     lines = plain.getvalue().splitlines()
     assert len(lines) >= 2
-    assert lines[0].startswith("sent 3  acknowledged 2  errors 1")
+    assert lines[0].startswith(
+        "sent 3  acknowledged 2  errors 1  buffered 0 (waiting 0)  dropped 0"
+    )
     assert "\r" not in plain.getvalue()
     assert quiet.getvalue() == ""
 
 
 def test_the_summary_line_keeps_its_names() -> None:
-    line = Tally(sent=120, acknowledged=118, errors=2).summary(2.0, metrics=3)
-    assert line == ("sent=120 acknowledged=118 errors=2 duration=2.00 rate=60.0 msg/s readings=354")
+    line = Tally(sent=120, acknowledged=110, errors=2, buffered=30, dropped=8).summary(2.0, 3)
+    assert line == (
+        "sent=120 acknowledged=110 errors=2 duration=2.00 rate=60.0 msg/s readings=330 "
+        "buffered=30 dropped=8"
+    )
