@@ -198,7 +198,7 @@ class MqttConnection:
     def ack(self, messages: Sequence[MqttMessage]) -> None:
         """Acknowledge messages whose contents are durable. Messages from an
         earlier connection are skipped: the broker redelivers those."""
-        if self._sock is None:
+        if self._sock is None or self.settings.ack != "after_commit":
             return
         for message in messages:
             if message.qos > 0 and message.generation == self.generation:
@@ -211,7 +211,7 @@ class MqttConnection:
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.settings.client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=True,
+            manual_ack=self.settings.ack == "after_commit",
         )
         if self.username is not None:
             client.username_pw_set(self.username, self.password)

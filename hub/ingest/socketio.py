@@ -7,6 +7,7 @@ connection is a presence link, so it is online exactly while connected.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -37,6 +38,7 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     ):
         super().__init__(DEVICES)
         self.ack_timeout = ack_timeout
+        self._links: set[asyncio.Task[None]] = set()
         self.writer = writer
         self.rules = rules
         self.auth = auth
@@ -109,15 +111,18 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return accepted.to_wire()
 
     async def _link(self, device_id: str, sid: str, *, up: bool) -> None:
+        """Record the link change without waiting for its commit: a connect
+        must not hang on a store that is behind or failing."""
+        event = LinkEvent(device_id, f"socketio:{sid}", up)
+        task = asyncio.create_task(self._enqueue_link(event), name=f"link-{sid}")
+        self._links.add(task)
+        task.add_done_callback(self._links.discard)
+
+    async def _enqueue_link(self, event: LinkEvent) -> None:
         try:
-            await self.writer.submit(
-                Source.SOCKETIO,
-                int(time.time() * 1000),
-                [],
-                links=[LinkEvent(device_id, f"socketio:{sid}", up)],
-            )
-        except (HubClosing, StoreError) as exc:
-            log.warning("presence of %s not recorded: %s", device_id, exc)
+            await self.writer.enqueue(Source.SOCKETIO, int(time.time() * 1000), [], links=[event])
+        except HubClosing as exc:
+            log.warning("presence of %s not recorded: %s", event.device_id, exc)
 
 
 def _encoded(data: Any) -> bytes:

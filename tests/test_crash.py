@@ -1,0 +1,127 @@
+"""kill -9 under QoS 1 load: every reading the broker took is stored exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiomqtt
+
+from tests.brokers import Mosquitto, free_port, wait_for_port
+from tests.hubs import wait_until
+
+ROOT = Path(__file__).parents[1]
+
+
+def hub_environment(tmp_path: Path, broker: Mosquitto, port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HUB_CONFIG": str(ROOT / "config.toml"),
+        "HUB_SERVER__PORT": str(port),
+        "HUB_STORAGE__PATH": str(tmp_path / "hub.db"),
+        "HUB_MQTT__URL": broker.url,
+        "HUB_MQTT__CLIENT_ID": f"hub-{tmp_path.name}",
+        "HUB_MQTT__RECONNECT_MIN": "50ms",
+        "HUB_LOG__LEVEL": "warning",
+    }
+
+
+class HubProcess:
+    """`telemetry-hub serve` as a process that can be killed like a crash."""
+
+    def __init__(self, environment: dict[str, str], port: int) -> None:
+        self.environment = environment
+        self.port = port
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "hub.cli",
+            "serve",
+            env=self.environment,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await asyncio.to_thread(wait_for_port, self.port, 20)
+
+    async def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+
+    async def stop(self) -> int:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.process.wait(), 20)
+
+
+@asynccontextmanager
+async def persistent_broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
+    directory = tmp_path / "mosquitto"
+    directory.mkdir()
+    # `user root`: as root, Mosquitto would otherwise switch to a user that
+    # cannot write its persistence file here.
+    broker = Mosquitto(directory, free_port(), extra_config="persistence true\nuser root\n")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def stored(path: Path) -> tuple[int, int]:
+    """(readings, distinct device seqs) of the test device."""
+    if not path.exists():
+        return 0, 0
+    with sqlite3.connect(path) as db:
+        count, distinct = db.execute(
+            "SELECT count(*), count(DISTINCT device_seq) FROM readings WHERE device_id = 'crash-1'"
+        ).fetchone()
+    return int(count), int(distinct)
+
+
+async def publish_numbered(broker: Mosquitto, count: int, rate: float) -> None:
+    """QoS 1, each message numbered by its device seq, paced at `rate` per second."""
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="crash-publisher") as client:
+        started = time.monotonic()
+        for seq in range(count):
+            delay = started + seq / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await client.publish(
+                "devices/crash-1/telemetry", f'{{"seq": {seq}, "values": {{"n": {seq}}}}}', qos=1
+            )
+
+
+async def test_kill_9_twice_mid_stream_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    total = 3000
+    async with persistent_broker(tmp_path) as broker:
+        port = free_port()
+        hub = HubProcess(hub_environment(tmp_path, broker, port), port)
+        db = tmp_path / "hub.db"
+        await hub.start()
+        publishing = asyncio.create_task(publish_numbered(broker, total, rate=400))
+        try:
+            for _ in range(2):
+                await wait_until(lambda: stored(db)[0] > 0, 20, "readings being stored")
+                await asyncio.sleep(1.5)
+                await hub.kill()
+                await asyncio.sleep(0.5)  # down for a moment, while devices keep publishing
+                await hub.start()
+            await publishing
+            await wait_until(lambda: stored(db)[0] >= total, 30, f"all {total} readings")
+            await asyncio.sleep(0.5)  # time for a duplicate to show, if any would
+        finally:
+            publishing.cancel()
+            code = await hub.stop()
+    assert code == 0
+    assert stored(db) == (total, total)

@@ -1,0 +1,94 @@
+"""A store that refuses commits (a real SQLite size limit, as a full disk
+would): nothing is acknowledged, nothing is lost, and everything arrives once
+when the fault clears."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import replace
+
+import aiohttp
+import socketio
+
+from hub.config import Settings
+from tests.brokers import Mosquitto
+from tests.hubs import dashboard, serve_hub, wait_until
+from tests.test_e2e import get, publish
+
+
+def batch(first: int, count: int) -> str:
+    envelopes = ",".join(
+        f'{{"seq": {seq}, "values": {{"n": {seq}, "padding": "{"x" * 200}"}}}}'
+        for seq in range(first, first + count)
+    )
+    return f"[{envelopes}]"
+
+
+async def test_commits_refused_then_allowed_again(settings: Settings, mosquitto: Mosquitto) -> None:
+    settings = replace(settings, storage=replace(settings.storage, ack_timeout=1.0))
+    async with serve_hub(settings) as running, dashboard(running.url) as board:
+        await board.subscribe(["*"])
+        store = running.hub.store
+        async with aiohttp.ClientSession() as http:
+            # a full disk, as SQLite sees one: no page beyond those it has
+            cursor = await store.db.execute("PRAGMA page_count")
+            (pages,) = await cursor.fetchone()
+            await store.db.execute(f"PRAGMA max_page_count = {pages}")
+            # what fits in the pages' free space still goes in; fill it
+            posted = 0
+            while True:
+                async with http.post(
+                    f"{running.url}/api/devices/h1/telemetry", data=batch(posted, 100)
+                ) as response:
+                    posted += 100
+                    if response.status == 503:
+                        assert response.headers["Retry-After"] == "1"
+                        assert "busy" in (await response.json())["error"]
+                        break
+                    assert response.status == 202
+                assert posted < 100_000, "the store never filled up"
+            stored_before = len(board.readings)
+            await publish(mosquitto, "devices/m1/telemetry", batch(0, 100))
+            device = socketio.AsyncClient(reconnection=False)
+            await device.connect(running.url, namespaces=["/devices"], auth={"device_id": "s1"})
+            answer = await device.call(
+                "telemetry", {"seq": 1, "values": {"n": 1}}, namespace="/devices", timeout=10
+            )
+            assert answer["ok"] is False
+            assert answer["retry"] is True
+
+            status, ready = await get(running, "/readyz")
+            assert status == 503
+            assert "full" in ready["ingest"]["writer"]["failing"]
+            await asyncio.sleep(0.5)
+            assert len(board.readings) == stored_before
+            with sqlite3.connect(settings.storage.path) as db:
+                (count,) = db.execute("SELECT count(*) FROM readings").fetchone()
+            assert count == stored_before == posted - 100
+
+            # the fault clears: what waited is committed, once
+            await store.db.execute("PRAGMA max_page_count = 1073741823")
+            await board.wait_readings(201, within=15)
+            # the HTTP device was told to retry, and does: same seqs, stored once
+            async with http.post(
+                f"{running.url}/api/devices/h1/telemetry", data=batch(0, 100)
+            ) as response:
+                assert response.status == 202
+                assert (await response.json())["duplicates"] == 100
+            answer = await device.call(
+                "telemetry", {"seq": 1, "values": {"n": 1}}, namespace="/devices", timeout=10
+            )
+            assert (answer["accepted"], answer["duplicates"]) == (0, 1)
+            await device.disconnect()
+            status, _ = await get(running, "/readyz")
+            assert status == 200
+        await asyncio.sleep(0.3)
+        with sqlite3.connect(settings.storage.path) as db:
+            counts = dict(db.execute("SELECT device_id, count(*) FROM readings GROUP BY device_id"))
+        assert counts == {"m1": 100, "h1": posted, "s1": 1}
+        assert [r["device_id"] for r in board.readings].count("m1") == 100
+        assert len(board.readings) == posted + 101
+        seqs = [r["seq"] for r in board.readings]
+        assert seqs == sorted(set(seqs))
+        await wait_until(lambda: running.hub.writer.failing is None)
