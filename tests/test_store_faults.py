@@ -92,3 +92,59 @@ async def test_commits_refused_then_allowed_again(settings: Settings, mosquitto:
         seqs = [r["seq"] for r in board.readings]
         assert seqs == sorted(set(seqs))
         await wait_until(lambda: running.hub.writer.failing is None)
+
+
+async def test_a_full_queue_answers_busy_at_once_and_mqtt_waits(
+    settings: Settings, mosquitto: Mosquitto
+) -> None:
+    settings = replace(settings, storage=replace(settings.storage, queue_max=2, ack_timeout=30.0))
+    async with serve_hub(settings) as running:
+        store = running.hub.store
+        cursor = await store.db.execute("PRAGMA page_count")
+        (pages,) = await cursor.fetchone()
+        await store.db.execute(f"PRAGMA max_page_count = {pages}")
+        async with aiohttp.ClientSession() as http:
+
+            async def post(first: int) -> tuple[int, dict[str, str]]:
+                async with http.post(
+                    f"{running.url}/api/devices/q1/telemetry", data=batch(first, 100)
+                ) as response:
+                    return response.status, dict(response.headers)
+
+            # the writer stalls on the first batch that does not fit, then the
+            # queue (2) fills with waiting submissions, and the next is refused
+            waiting = [asyncio.create_task(post(100 * k)) for k in range(40)]
+            await wait_until(lambda: any(t.done() for t in waiting), 10, "a busy answer")
+            done = [t.result() for t in waiting if t.done()]
+            assert all(status == 503 for status, _ in done)
+            assert all(headers["Retry-After"] == "1" for _, headers in done)
+            # MQTT is not refused: it waits, unacknowledged, for the store
+            await publish(mosquitto, "devices/m2/telemetry", '{"seq": 1, "values": {"n": 1}}')
+            await asyncio.sleep(0.5)
+            await store.db.execute("PRAGMA max_page_count = 1073741823")
+            results = await asyncio.gather(*waiting)
+        accepted = [k for k, (status, _) in enumerate(results) if status == 202]
+        refused = [k for k, (status, _) in enumerate(results) if status == 503]
+        assert refused
+        assert accepted
+        await wait_until(lambda: _count("m2", settings) == 1, 10, "the MQTT reading")
+        # what was accepted is stored; what was refused was never queued
+        stored_seqs = _seqs("q1", settings)
+        for k in accepted:
+            assert set(range(100 * k, 100 * k + 100)) <= stored_seqs
+        for k in refused:
+            assert not set(range(100 * k, 100 * k + 100)) & stored_seqs
+
+
+def _count(device: str, settings: Settings) -> int:
+    with sqlite3.connect(settings.storage.path) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM readings WHERE device_id = ?", (device,)
+        ).fetchone()
+    return int(count)
+
+
+def _seqs(device: str, settings: Settings) -> set[int]:
+    with sqlite3.connect(settings.storage.path) as db:
+        rows = db.execute("SELECT device_seq FROM readings WHERE device_id = ?", (device,))
+        return {seq for (seq,) in rows}
