@@ -125,3 +125,28 @@ async def test_kill_9_twice_mid_stream_loses_and_repeats_nothing(tmp_path: Path)
             code = await hub.stop()
     assert code == 0
     assert stored(db) == (total, total)
+
+
+async def test_a_broker_restart_keeps_the_hubs_session(tmp_path: Path) -> None:
+    """Messages published while the hub is still reconnecting to a restarted
+    broker wait in the hub's persistent session and arrive once."""
+    async with persistent_broker(tmp_path) as broker:
+        port = free_port()
+        environment = hub_environment(tmp_path, broker, port)
+        environment["HUB_MQTT__RECONNECT_MIN"] = "2s"  # slow enough to publish meanwhile
+        environment["HUB_MQTT__RECONNECT_MAX"] = "4s"
+        hub = HubProcess(environment, port)
+        db = tmp_path / "hub.db"
+        await hub.start()
+        try:
+            await publish_numbered(broker, 100, rate=1000)
+            await wait_until(lambda: stored(db)[0] == 100, 20, "the first 100")
+            broker.stop()
+            broker.start()
+            await publish_numbered(broker, 300, rate=1000)  # seqs 0-299: 100 repeats
+            await wait_until(lambda: stored(db)[0] >= 300, 30, "the rest, after reconnecting")
+            await asyncio.sleep(0.5)
+        finally:
+            code = await hub.stop()
+    assert code == 0
+    assert stored(db) == (300, 300)
