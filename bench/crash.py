@@ -17,7 +17,8 @@ from pathlib import Path
 
 from bench.harness import machine
 from tests.brokers import free_port
-from tests.test_crash import HubProcess, hub_environment, persistent_broker, publish_numbered
+from tests.hubs import HubProcess, hub_environment
+from tests.test_crash import persistent_broker, publish_numbered
 
 
 async def cycles(count: int, rate: float, folder: Path) -> tuple[int, int, int]:

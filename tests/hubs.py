@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -23,6 +26,7 @@ from hub.config import (
     StorageSettings,
 )
 from hub.server import running
+from tests.brokers import Mosquitto, wait_for_port
 
 
 def hub_settings(tmp_path: Path, mqtt_url: str | None = None, **sections: Any) -> Settings:
@@ -154,3 +158,48 @@ async def dashboard(
         await client.disconnect()
         await asyncio.sleep(0.05)
         await session.close()
+
+
+def hub_environment(tmp_path: Path, broker: Mosquitto, port: int) -> dict[str, str]:
+    """The environment of a hub process private to a test: store, broker, port."""
+    return {
+        **os.environ,
+        "HUB_CONFIG": str(Path(__file__).parents[1] / "config.toml"),
+        "HUB_SERVER__PORT": str(port),
+        "HUB_STORAGE__PATH": str(tmp_path / "hub.db"),
+        "HUB_MQTT__URL": broker.url,
+        "HUB_MQTT__CLIENT_ID": f"hub-{tmp_path.name}",
+        "HUB_MQTT__RECONNECT_MIN": "50ms",
+        "HUB_LOG__LEVEL": "warning",
+    }
+
+
+class HubProcess:
+    """`telemetry-hub serve` as a process that can be killed like a crash."""
+
+    def __init__(self, environment: dict[str, str], port: int) -> None:
+        self.environment = environment
+        self.port = port
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "hub.cli",
+            "serve",
+            env=self.environment,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await asyncio.to_thread(wait_for_port, self.port, 20)
+
+    async def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+
+    async def stop(self) -> int:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.process.wait(), 20)

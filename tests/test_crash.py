@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sqlite3
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,54 +11,8 @@ from pathlib import Path
 
 import aiomqtt
 
-from tests.brokers import Mosquitto, free_port, wait_for_port
-from tests.hubs import wait_until
-
-ROOT = Path(__file__).parents[1]
-
-
-def hub_environment(tmp_path: Path, broker: Mosquitto, port: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HUB_CONFIG": str(ROOT / "config.toml"),
-        "HUB_SERVER__PORT": str(port),
-        "HUB_STORAGE__PATH": str(tmp_path / "hub.db"),
-        "HUB_MQTT__URL": broker.url,
-        "HUB_MQTT__CLIENT_ID": f"hub-{tmp_path.name}",
-        "HUB_MQTT__RECONNECT_MIN": "50ms",
-        "HUB_LOG__LEVEL": "warning",
-    }
-
-
-class HubProcess:
-    """`telemetry-hub serve` as a process that can be killed like a crash."""
-
-    def __init__(self, environment: dict[str, str], port: int) -> None:
-        self.environment = environment
-        self.port = port
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "hub.cli",
-            "serve",
-            env=self.environment,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        await asyncio.to_thread(wait_for_port, self.port, 20)
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-
-    async def stop(self) -> int:
-        assert self.process is not None
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.process.wait(), 20)
+from tests.brokers import Mosquitto, free_port
+from tests.hubs import HubProcess, hub_environment, wait_until
 
 
 @asynccontextmanager

@@ -37,6 +37,12 @@ async def post_many(
             assert status == 202
 
 
+def cursor_now(running: RunningHub) -> dict[str, Any]:
+    """A dashboard's auth for "I have everything up to now"."""
+    store = running.hub.store
+    return {"cursor": {"epoch": store.epoch, "seq": store.head}}
+
+
 def stored_seqs(
     settings: Settings, after: int, devices: tuple[str, ...] | None = None
 ) -> list[int]:
@@ -96,11 +102,8 @@ async def test_readings_committed_during_the_replay_are_neither_lost_nor_repeate
 ) -> None:
     settings = _with(tmp_path, mosquitto, rate=1500, burst=200, page_size=100)
     async with serve_hub(settings) as running:
-        async with dashboard(running.url) as first:
-            await first.subscribe(["*"])
-            await post_many(running, 1)
-            await first.wait_readings(1)
-            cursor = first.cursor()
+        await post_many(running, 1)
+        cursor = cursor_now(running)
         await post_many(running, 3000, ("a", "b"), start=1)
 
         async def live_traffic() -> None:
@@ -127,11 +130,8 @@ async def test_readings_committed_during_the_replay_are_neither_lost_nor_repeate
 async def test_the_replay_rate_is_honoured(tmp_path: Any, mosquitto: Mosquitto) -> None:
     settings = _with(tmp_path, mosquitto, rate=1000, burst=100, page_size=100)
     async with serve_hub(settings) as running:
-        async with dashboard(running.url) as first:
-            await first.subscribe(["*"])
-            await post_many(running, 1)
-            await first.wait_readings(1)
-            cursor = first.cursor()
+        await post_many(running, 1)
+        cursor = cursor_now(running)
         await post_many(running, 3000, start=1)
         async with dashboard(running.url, auth=cursor) as board:
             started = time.monotonic()
@@ -176,11 +176,8 @@ async def test_a_cursor_from_another_epoch_gets_a_gap_then_live(settings: Settin
 async def test_a_backlog_beyond_the_limit_is_a_gap(tmp_path: Any, mosquitto: Mosquitto) -> None:
     settings = _with(tmp_path, mosquitto, max_backlog=100, page_size=50)
     async with serve_hub(settings) as running:
-        async with dashboard(running.url) as first:
-            await first.subscribe(["*"])
-            await post_many(running, 1)
-            await first.wait_readings(1)
-            cursor = first.cursor()
+        await post_many(running, 1)
+        cursor = cursor_now(running)
         await post_many(running, 150, start=1)
         head = running.hub.store.head
         async with dashboard(running.url, auth=cursor) as board:
@@ -220,11 +217,8 @@ async def test_concurrent_replays_are_bounded_and_all_complete(
 ) -> None:
     settings = _with(tmp_path, mosquitto, rate=2000, burst=200, page_size=100, max_concurrent=2)
     async with serve_hub(settings) as running:
-        async with dashboard(running.url) as first:
-            await first.subscribe(["*"])
-            await post_many(running, 1)
-            await first.wait_readings(1)
-            cursor = first.cursor()
+        await post_many(running, 1)
+        cursor = cursor_now(running)
         await post_many(running, 600, start=1)
         expected = stored_seqs(settings, cursor["cursor"]["seq"])
         most_active = 0
@@ -263,7 +257,7 @@ async def test_a_big_hold_is_handed_over_in_order(tmp_path: Any, mosquitto: Mosq
     settings = _with(tmp_path, mosquitto, rate=500, burst=100, page_size=100, max_concurrent=1)
     async with serve_hub(settings) as running:
         await post_many(running, 5)
-        cursor = {"cursor": {"epoch": running.hub.store.epoch, "seq": running.hub.store.head}}
+        cursor = cursor_now(running)
         await post_many(running, 1000, start=5)
         async with (
             dashboard(running.url, auth=cursor) as first,
@@ -287,7 +281,7 @@ async def test_a_hold_that_overflows_is_a_gap_then_live(
     settings = _with(tmp_path, mosquitto, rate=100, burst=10, page_size=10, max_backlog=300)
     async with serve_hub(settings) as running:
         await post_many(running, 5)
-        cursor = {"cursor": {"epoch": running.hub.store.epoch, "seq": running.hub.store.head}}
+        cursor = cursor_now(running)
         await post_many(running, 100, start=5)
         async with dashboard(running.url, auth=cursor) as board:
             ack = await board.subscribe(["*"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
 import sys
@@ -15,21 +14,9 @@ import pytest
 import socketio
 
 from tests.brokers import Mosquitto, free_port, wait_for_port
-from tests.hubs import wait_until
+from tests.hubs import hub_environment, wait_until
 
 HUB = [sys.executable, "-m", "hub.cli", "serve"]
-
-
-def hub_environment(tmp_path: Path, broker: Mosquitto, port: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HUB_CONFIG": str(Path(__file__).parents[1] / "config.toml"),
-        "HUB_SERVER__PORT": str(port),
-        "HUB_STORAGE__PATH": str(tmp_path / "hub.db"),
-        "HUB_MQTT__URL": broker.url,
-        "HUB_MQTT__CLIENT_ID": f"hub-{tmp_path.name}",
-        "HUB_LOG__LEVEL": "warning",
-    }
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
