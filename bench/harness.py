@@ -59,6 +59,7 @@ def hub(mqtt_url: str, **overrides: str) -> Iterator[Hub]:
             "HUB_MQTT__URL": mqtt_url,
             "HUB_MQTT__CLIENT_ID": f"bench-{port}",
             "HUB_LOG__LEVEL": "warning",
+            "HUB_LIMITS__DEVICE_RATE": "0",  # benchmarks push devices past any sane rate
             **{f"HUB_{k.upper()}": v for k, v in overrides.items()},
         }
         process = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve"], env=env)

@@ -20,14 +20,18 @@ from typing import Any
 import socketio
 from quart import Quart
 
+from hub.admin import AdminNamespace
 from hub.api import api
 from hub.auth import Authenticator
 from hub.broadcast import Broadcaster
+from hub.commands import Commands
 from hub.config import Settings
+from hub.cors import allow_origins
 from hub.dashboard import DashboardNamespace
 from hub.ingest.http import http_ingest
 from hub.ingest.mqtt import MqttIngest
 from hub.ingest.socketio import DeviceNamespace
+from hub.limits import RateLimiter
 from hub.metrics import Metrics
 from hub.normalize import Rules
 from hub.pages import pages
@@ -137,11 +141,30 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         retention_ms=round(settings.storage.retention * 1000),
         retention_batch=settings.storage.retention_batch,
     )
+    limiter = RateLimiter(settings.limits.device_rate, settings.limits.device_burst)
     mqtt = (
-        MqttIngest(settings.mqtt, writer, rules, auth, metrics) if settings.mqtt.enabled else None
+        MqttIngest(settings.mqtt, writer, rules, auth, metrics, limiter)
+        if settings.mqtt.enabled
+        else None
     )
     ack_timeout = settings.storage.ack_timeout
-    sio.register_namespace(DeviceNamespace(writer, rules, auth, metrics, ack_timeout))
+    devices = DeviceNamespace(writer, rules, auth, metrics, limiter, ack_timeout)
+    sio.register_namespace(devices)
+    commands = Commands(
+        sio,
+        store,
+        presence,
+        metrics,
+        settings.commands,
+        topic_prefix=settings.mqtt.topic_prefix,
+        offline_after=settings.presence.offline_after,
+    )
+    commands.socket_of = devices.sid_of
+    if mqtt is not None:
+        mqtt.on_reply = commands.on_mqtt_reply
+        commands.mqtt_publish = mqtt.publish
+        commands.heard_over_mqtt = mqtt.heard_from
+    sio.register_namespace(AdminNamespace(commands, auth))
     replayer = Replayer(sio, store, broadcaster, settings.replay, metrics)
     sio.register_namespace(DashboardNamespace(broadcaster, replayer, auth))
 
@@ -151,8 +174,9 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         settings, sio, quart, None, store, presence, broadcaster, writer, mqtt, replayer, metrics
     )
     quart.register_blueprint(api(store, presence, auth, metrics, hub.ingest_status))
-    quart.register_blueprint(http_ingest(writer, rules, auth, metrics, ack_timeout))
+    quart.register_blueprint(http_ingest(writer, rules, auth, metrics, limiter, ack_timeout))
     quart.register_blueprint(pages(web_root))
+    allow_origins(quart, settings.server.cors_allowed_origins)
     metrics.gauge("hub_store_head_seq", lambda: float(store.head))
     metrics.gauge("hub_writer_backlog", lambda: float(writer.backlog))
     metrics.gauge("hub_dashboard_clients", lambda: float(broadcaster.clients))

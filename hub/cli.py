@@ -1,4 +1,4 @@
-"""`telemetry-hub serve` and `telemetry-hub check-config`."""
+"""`telemetry-hub serve`, `telemetry-hub check-config` and `telemetry-hub mosquitto-acl`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 
+from hub.acl import DEFAULT_HUB_USER, write_broker_files
 from hub.config import Settings, config_path, dump_toml, load_settings
 from hub.errors import ConfigError, HubError
 
@@ -23,12 +25,15 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument(
             "--config", metavar="PATH", help="config file (default: $HUB_CONFIG or ./config.toml)"
         )
+    _add_mosquitto_acl(commands)
     args = parser.parse_args(argv)
     try:
         settings = _settings(args.config)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "mosquitto-acl":
+        return _mosquitto_acl(settings, args)
     if args.command == "check-config":
         print(dump_toml(settings), end="")
         return 0
@@ -43,6 +48,51 @@ def main(argv: list[str] | None = None) -> int:
     except HubError as exc:
         print(f"telemetry-hub: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _add_mosquitto_acl(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    text = "write Mosquitto's passwd, acl and mosquitto.conf for [[devices]] and the hub"
+    command = commands.add_parser("mosquitto-acl", help=text, description=text)
+    command.add_argument(
+        "--config", metavar="PATH", help="config file (default: $HUB_CONFIG or ./config.toml)"
+    )
+    command.add_argument("--out", metavar="DIR", required=True, help="folder to write into")
+    command.add_argument(
+        "--hub-user", metavar="NAME", default=DEFAULT_HUB_USER, help="the hub's broker user"
+    )
+    command.add_argument(
+        "--hub-password-file",
+        metavar="FILE",
+        help="the hub user's password (default: DIR/hub-password, generated if missing)",
+    )
+
+
+def _mosquitto_acl(settings: Settings, args: argparse.Namespace) -> int:
+    password_file = Path(args.hub_password_file) if args.hub_password_file else None
+    try:
+        result = write_broker_files(
+            settings, Path(args.out), hub_user=args.hub_user, hub_password_file=password_file
+        )
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"telemetry-hub: cannot write {args.out}: {exc}", file=sys.stderr)
+        return 1
+    for skip in result.skipped:
+        # The broker will refuse this device; say so where an operator looks.
+        print(
+            f"warning: device {skip.device_id!r} gets no broker user: {skip.reason}",
+            file=sys.stderr,
+        )
+    for path in result.removed:
+        print(f"removed {path} (stale: the hub password now comes from --hub-password-file)")
+    for path in result.written:
+        print(f"wrote {path}")
+    print(f"broker users: {', '.join(result.users)}")
+    how = "generated, in" if result.hub_password_generated else "in"
+    print(f"hub user {result.hub_user!r}: password {how} {result.hub_password_file}")
     return 0
 
 

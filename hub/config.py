@@ -105,6 +105,19 @@ class DeviceSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    device_rate: Annotated[float, Range(0, 1e9)] = 200.0  # messages/s per device; 0: no limit
+    device_burst: Positive = 400
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSettings:
+    timeout: Seconds = 10.0  # when the admin gives no timeout_ms
+    max_timeout: Seconds = 300.0
+    ttl: Seconds = 0.0  # > 0: a command to an offline device waits this long for it
+
+
+@dataclass(frozen=True, slots=True)
 class ReplaySettings:
     rate: Positive = 2000
     burst: Positive = 2000
@@ -152,6 +165,8 @@ class Settings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     devices: tuple[DeviceSettings, ...] = ()
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    commands: CommandSettings = field(default_factory=CommandSettings)
     replay: ReplaySettings = field(default_factory=ReplaySettings)
     normalize: NormalizeSettings = field(default_factory=NormalizeSettings)
     broadcast: BroadcastSettings = field(default_factory=BroadcastSettings)

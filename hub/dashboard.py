@@ -33,6 +33,10 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.replayer = replayer
         self.auth = auth
         self.cursors: dict[str, Cursor] = {}
+        # group -> its devices, from [[devices]] group = "..."
+        self.members: dict[str, set[str]] = {}
+        for device_id, group in auth.groups.items():
+            self.members.setdefault(group, set()).add(device_id)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         auth = auth if isinstance(auth, dict) else {}
@@ -52,7 +56,7 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             await self.broadcaster.remove(sid)
 
     async def on_subscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
-        selectors, error = _selectors(data)
+        selectors, error = _selectors(data, self.members)
         if error:
             return {"ok": False, "error": error}
         await self.replayer.wait(sid)
@@ -68,7 +72,7 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return self._answer(subscription)
 
     async def on_unsubscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
-        selectors, error = _selectors(data)
+        selectors, error = _selectors(data, self.members)
         if error:
             return {"ok": False, "error": error}
         await self.replayer.wait(sid)
@@ -86,13 +90,22 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         }
 
 
-def _selectors(data: Any) -> tuple[list[str], str | None]:
-    devices = data.get("devices") if isinstance(data, dict) else None
-    if not isinstance(devices, list) or not devices:
-        return [], 'expected {"devices": ["id", ...]} (["*"] for all)'
-    if len(devices) > MAX_SELECTORS:
-        return [], f"at most {MAX_SELECTORS} devices per call"
+def _selectors(data: Any, members: dict[str, set[str]]) -> tuple[list[str], str | None]:
+    """The device ids a `subscribe`/`unsubscribe` names: `devices` (`["*"]` for
+    all) and the devices of `groups` (as listed in config)."""
+    if not isinstance(data, dict):
+        return [], 'expected {"devices": ["id", ...]} (["*"] for all) and/or {"groups": [...]}'
+    devices, groups = data.get("devices", []), data.get("groups", [])
+    if not isinstance(devices, list) or not isinstance(groups, list) or not (devices or groups):
+        return [], 'expected {"devices": ["id", ...]} (["*"] for all) and/or {"groups": [...]}'
+    if len(devices) + len(groups) > MAX_SELECTORS:
+        return [], f"at most {MAX_SELECTORS} devices and groups per call"
     for device in devices:
         if not isinstance(device, str) or not (device == ALL or is_valid_device_id(device)):
             return [], f"{str(device)[:80]!r} is not a device id"
-    return devices, None
+    selected = list(devices)
+    for group in groups:
+        if not isinstance(group, str) or group not in members:
+            return [], f"{str(group)[:80]!r} is not a group of any listed device"
+        selected.extend(sorted(members[group]))
+    return selected, None

@@ -49,6 +49,7 @@ class RejectReason(StrEnum):
     INCOMPATIBLE_UNIT = "incompatible_unit"
     INVALID_SENML = "invalid_senml"
     INVALID_STATUS = "invalid_status"
+    RATE_LIMITED = "rate_limited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,3 +200,32 @@ class DeviceRecord:
     online: bool
     metrics: tuple[MetricSummary, ...]
     attributes: tuple[Attribute, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRecord:
+    """An admin command to a device and how it ended (`outcome`: ok, error,
+    timeout, offline, invalid_reply)."""
+
+    id: str
+    device_id: str
+    name: str
+    args: str  # JSON
+    link: str | None  # "socketio", "mqtt", or None when it was never sent
+    sent_ms: int
+    done_ms: int
+    outcome: str
+    reply: str | None  # JSON
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "device_id": self.device_id,
+            "name": self.name,
+            "args": self.args,
+            "link": self.link,
+            "sent_ms": self.sent_ms,
+            "done_ms": self.done_ms,
+            "outcome": self.outcome,
+            "reply": self.reply,
+        }

@@ -195,6 +195,14 @@ class MqttConnection:
         if not self._paused:
             self._pause_reading()
 
+    def publish(self, topic: str, payload: bytes, qos: int) -> None:
+        """Queue a publish; paho sends it (and redelivers QoS 1 on reconnect)."""
+        if not self.connected:
+            raise ConnectionError("not connected to the broker")
+        info = self._client.publish(topic, payload, qos=qos)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"publish to {topic} failed: {info.rc}")
+
     def ack(self, messages: Sequence[MqttMessage]) -> None:
         """Acknowledge messages whose contents are durable. Messages from an
         earlier connection are skipped: the broker redelivers those."""

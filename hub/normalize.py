@@ -131,6 +131,21 @@ def _normalize(
     return run.result()
 
 
+def rejected(
+    raw: bytes,
+    *,
+    device_id: str,
+    source: Source,
+    received_ms: int,
+    reason: RejectReason,
+    detail: str,
+) -> Normalized:
+    """A message refused before normalizing (unknown device, rate limited)."""
+    excerpt = raw[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+    rejection = Rejection(source, device_id[:MAX_NAME_LENGTH], reason, detail, received_ms, excerpt)
+    return Normalized(rejections=(rejection,))
+
+
 @lru_cache(maxsize=8192)
 def snake_case(name: str) -> str:
     """`batteryLevel` -> `battery_level`, `Air Temp` -> `air_temp`, `CO2-ppm` -> `co2_ppm`."""

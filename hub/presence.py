@@ -38,6 +38,10 @@ class Presence:
         device = self._devices.get(device_id)
         return device is not None and device.online
 
+    def has_link(self, device_id: str, link: str) -> bool:
+        device = self._devices.get(device_id)
+        return device is not None and link in device.links
+
     def seen(self, device_id: str, now: int) -> PresenceChange | None:
         """The device sent something."""
         device = self._devices.setdefault(device_id, _Device(False, now))

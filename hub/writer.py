@@ -171,6 +171,21 @@ class Writer:
                 raise HubBusy(BUSY_RETRY_AFTER) from None
         return future
 
+    def record_rejected(self, source: Source, received_ms: int, rejected: Normalized) -> None:
+        """Queue rejections for the dead-letter table without waiting: a device
+        being refused (rate limited, say) must not hold up the handler. When
+        the queue is full they are only counted."""
+        if self._closing:
+            return
+        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Submission(source, received_ms, [rejected], (), (), future))
+        except asyncio.QueueFull:
+            for rejection in rejected.rejections:
+                self.metrics.inc(
+                    "hub_rejections_total", source=str(source), reason=str(rejection.reason)
+                )
+
     async def submit(
         self,
         source: Source,

@@ -171,6 +171,7 @@ def hub_environment(tmp_path: Path, broker: Mosquitto, port: int) -> dict[str, s
         "HUB_MQTT__CLIENT_ID": f"hub-{tmp_path.name}",
         "HUB_MQTT__RECONNECT_MIN": "50ms",
         "HUB_LOG__LEVEL": "warning",
+        "HUB_LIMITS__DEVICE_RATE": "0",  # these tests send faster than a device should
     }
 
 

@@ -798,7 +798,11 @@ def test_rejections(payload: Any, rules: Rules | None, reason: RejectReason, fra
 def test_the_table_covers_every_reason_the_normalizer_gives() -> None:
     tested = {param.values[2] for param in REJECTIONS}
     tested |= {RejectReason.INVALID_DEVICE_ID}  # test_invalid_device_id
-    by_adapters = {RejectReason.UNKNOWN_DEVICE, RejectReason.INVALID_STATUS}
+    by_adapters = {
+        RejectReason.UNKNOWN_DEVICE,
+        RejectReason.INVALID_STATUS,
+        RejectReason.RATE_LIMITED,
+    }
     assert tested == set(RejectReason) - by_adapters
 
 

@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from quart import Blueprint, Response, jsonify, request
 
 from hub.auth import Authenticator
 from hub.errors import AuthError, HubBusy, HubClosing, StoreError
+from hub.limits import RateLimiter
 from hub.metrics import Metrics
 from hub.models import RejectReason, Source, is_valid_device_id
-from hub.normalize import Rules, normalize
+from hub.normalize import Rules, normalize, rejected
 from hub.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -21,7 +23,12 @@ ResponseWithStatus = tuple[Response, int] | tuple[Response, int, dict[str, str]]
 
 
 def http_ingest(
-    writer: Writer, rules: Rules, auth: Authenticator, metrics: Metrics, ack_timeout: float
+    writer: Writer,
+    rules: Rules,
+    auth: Authenticator,
+    metrics: Metrics,
+    limiter: RateLimiter,
+    ack_timeout: float,
 ) -> Blueprint:
     blueprint = Blueprint("ingest", __name__)
 
@@ -47,10 +54,27 @@ def http_ingest(
             )
         raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)
         received_ms = int(time.time() * 1000)
+        metrics.inc("hub_messages_received_total", source="http")
+        if wait := limiter.allow(device_id):
+            detail = f"more than the device's message rate; room again in {wait:.2f} s"
+            writer.record_rejected(
+                Source.HTTP,
+                received_ms,
+                rejected(
+                    raw,
+                    device_id=device_id,
+                    source=Source.HTTP,
+                    received_ms=received_ms,
+                    reason=RejectReason.RATE_LIMITED,
+                    detail=detail,
+                ),
+            )
+            return _error(
+                429, RejectReason.RATE_LIMITED, detail, retry_after=max(1, math.ceil(wait))
+            )
         normalized = normalize(
             raw, device_id=device_id, source=Source.HTTP, received_ms=received_ms, rules=rules
         )
-        metrics.inc("hub_messages_received_total", source="http")
         try:
             accepted = await writer.submit(
                 Source.HTTP,

@@ -1,4 +1,5 @@
-"""MQTT ingest: `{prefix}/+/telemetry` and `{prefix}/+/status` into the writer.
+"""MQTT ingest: `{prefix}/+/telemetry` and `{prefix}/+/status` into the
+writer, `{prefix}/+/replies` to the command router.
 
 Messages are taken from the connection in batches, normalized, queued for
 the next commit, and acknowledged to the broker only once that commit is
@@ -12,21 +13,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from types import TracebackType
 
 from hub.auth import Authenticator
 from hub.config import MqttSettings
 from hub.errors import HubClosing
+from hub.limits import RateLimiter
 from hub.metrics import Metrics
-from hub.models import (
-    Normalized,
-    Rejection,
-    RejectReason,
-    Source,
-    is_valid_device_id,
-)
+from hub.models import Normalized, RejectReason, Source, is_valid_device_id
 from hub.mqtt import MqttConnection, MqttMessage, MqttState, MqttStatus
-from hub.normalize import EXCERPT_BYTES, Rules, normalize
+from hub.normalize import Rules, normalize, rejected
 from hub.presence import MQTT_LINK
 from hub.writer import Accepted, LinkEvent, Writer
 
@@ -41,6 +39,7 @@ class MqttIngest:
         rules: Rules,
         auth: Authenticator,
         metrics: Metrics,
+        limiter: RateLimiter,
         *,
         batch_max: int = 1000,
     ):
@@ -49,11 +48,20 @@ class MqttIngest:
         self.rules = rules
         self.auth = auth
         self.metrics = metrics
+        self.limiter = limiter
         self.batch_max = batch_max
+        # Set by the command router: (device id, reply payload) for each reply.
+        self.on_reply: Callable[[str, bytes], None] | None = None
+        # device id -> when it was last heard over MQTT (bounded, least recent dropped)
+        self._heard: OrderedDict[str, float] = OrderedDict()
         prefix = settings.topic_prefix
         self.connection = MqttConnection(
             settings,
-            [(f"{prefix}/+/telemetry", settings.qos), (f"{prefix}/+/status", settings.qos)],
+            [
+                (f"{prefix}/+/telemetry", settings.qos),
+                (f"{prefix}/+/status", settings.qos),
+                (f"{prefix}/+/replies", settings.qos),
+            ],
             high_water=max(10_000, settings.receive_maximum * 2),
             on_lost=self._lost,
         )
@@ -118,6 +126,8 @@ class MqttIngest:
                 messages.append(self._telemetry(message, device_id, seen))
             elif kind == "status":
                 self._status(message, device_id, links, messages)
+            elif kind == "replies" and self.on_reply is not None:
+                self.on_reply(device_id, message.payload)
         self.metrics.inc("hub_messages_received_total", len(batch), source="mqtt")
         future = await self.writer.enqueue(
             Source.MQTT, int(time.time() * 1000), messages, seen, links
@@ -125,13 +135,38 @@ class MqttIngest:
         self._in_flight.add(future)
         future.add_done_callback(lambda done: self._committed(done, batch))
 
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Publish at the subscription QoS (commands to devices)."""
+        self.connection.publish(topic, payload, self.settings.qos)
+
+    def heard_from(self, device_id: str, within: float) -> bool:
+        """Whether the device spoke over MQTT in the last `within` seconds."""
+        heard = self._heard.get(device_id)
+        return heard is not None and time.monotonic() - heard < within
+
+    def _heard_now(self, device_id: str) -> None:
+        self._heard.pop(device_id, None)
+        self._heard[device_id] = time.monotonic()
+        if len(self._heard) > 100_000:
+            self._heard.popitem(last=False)
+
     def _telemetry(self, message: MqttMessage, device_id: str, seen: list[str]) -> Normalized:
-        if is_valid_device_id(device_id) and not self.auth.device_allowed(device_id):
-            return _rejected(
-                message,
-                device_id,
-                RejectReason.UNKNOWN_DEVICE,
-                "not listed in [[devices]] and enrollment is not open",
+        valid = is_valid_device_id(device_id)
+        reason, detail = None, ""
+        if valid and not self.auth.device_allowed(device_id):
+            reason = RejectReason.UNKNOWN_DEVICE
+            detail = "not listed in [[devices]] and enrollment is not open"
+        elif valid and (wait := self.limiter.allow(device_id)):
+            reason = RejectReason.RATE_LIMITED
+            detail = f"more than the device's message rate; room again in {wait:.2f} s"
+        if reason is not None:
+            return rejected(
+                message.payload,
+                device_id=device_id,
+                source=Source.MQTT,
+                received_ms=message.received_ms,
+                reason=reason,
+                detail=detail,
             )
         normalized = normalize(
             message.payload,
@@ -140,8 +175,9 @@ class MqttIngest:
             received_ms=message.received_ms,
             rules=self.rules,
         )
-        if is_valid_device_id(device_id):
+        if valid:
             seen.append(device_id)
+            self._heard_now(device_id)
         return normalized
 
     def _status(
@@ -158,13 +194,16 @@ class MqttIngest:
             return
         if text in ("online", "offline"):
             links.append(LinkEvent(device_id, MQTT_LINK, text == "online"))
+            self._heard_now(device_id)
         else:
             messages.append(
-                _rejected(
-                    message,
-                    device_id,
-                    RejectReason.INVALID_STATUS,
-                    "status must be 'online' or 'offline'",
+                rejected(
+                    message.payload,
+                    device_id=device_id,
+                    source=Source.MQTT,
+                    received_ms=message.received_ms,
+                    reason=RejectReason.INVALID_STATUS,
+                    detail="status must be 'online' or 'offline'",
                 )
             )
 
@@ -177,11 +216,3 @@ class MqttIngest:
     @property
     def ready(self) -> bool:
         return self.connection.status.state is MqttState.CONNECTED
-
-
-def _rejected(
-    message: MqttMessage, device_id: str, reason: RejectReason, detail: str
-) -> Normalized:
-    excerpt = message.payload[:EXCERPT_BYTES].decode("utf-8", errors="replace")
-    rejection = Rejection(Source.MQTT, device_id[:64], reason, detail, message.received_ms, excerpt)
-    return Normalized(rejections=(rejection,))

@@ -17,9 +17,10 @@ import socketio
 
 from hub.auth import Authenticator
 from hub.errors import AuthError, HubBusy, HubClosing, StoreError
+from hub.limits import RateLimiter
 from hub.metrics import Metrics
-from hub.models import Source, is_valid_device_id
-from hub.normalize import Rules, normalize_document
+from hub.models import RejectReason, Source, is_valid_device_id
+from hub.normalize import Rules, normalize_document, rejected
 from hub.writer import LinkEvent, Writer
 
 log = logging.getLogger(__name__)
@@ -34,16 +35,23 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         rules: Rules,
         auth: Authenticator,
         metrics: Metrics,
+        limiter: RateLimiter,
         ack_timeout: float = 10.0,
     ):
         super().__init__(DEVICES)
-        self.ack_timeout = ack_timeout
-        self._links: set[asyncio.Task[None]] = set()
         self.writer = writer
         self.rules = rules
         self.auth = auth
         self.metrics = metrics
+        self.limiter = limiter
+        self.ack_timeout = ack_timeout
         self._device_of: dict[str, str] = {}
+        self._sid_of: dict[str, str] = {}
+        self._links: set[asyncio.Task[None]] = set()
+
+    def sid_of(self, device_id: str) -> str | None:
+        """The Socket.IO session of a connected device (its latest connection)."""
+        return self._sid_of.get(device_id)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         device_id = auth.get("device_id") if isinstance(auth, dict) else None
@@ -57,10 +65,13 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         except AuthError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.reason) from None
         self._device_of[sid] = device_id
+        self._sid_of[device_id] = sid  # the latest connection carries commands
         await self._link(device_id, sid, up=True)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         device_id = self._device_of.pop(sid, None)
+        if device_id is not None and self._sid_of.get(device_id) == sid:
+            del self._sid_of[device_id]
         if device_id is not None:
             await self._link(device_id, sid, up=False)
 
@@ -70,6 +81,27 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return {"ok": False, "error": "not connected as a device"}
         received_ms = int(time.time() * 1000)
         raw = _encoded(data)
+        self.metrics.inc("hub_messages_received_total", source="socketio")
+        if wait := self.limiter.allow(device_id):
+            detail = f"more than the device's message rate; room again in {wait:.2f} s"
+            self.writer.record_rejected(
+                Source.SOCKETIO,
+                received_ms,
+                rejected(
+                    raw,
+                    device_id=device_id,
+                    source=Source.SOCKETIO,
+                    received_ms=received_ms,
+                    reason=RejectReason.RATE_LIMITED,
+                    detail=detail,
+                ),
+            )
+            return {
+                "ok": False,
+                "error": f"rate_limited: {detail}",
+                "retry": True,
+                "retry_after": round(wait, 3),
+            }
         normalized = normalize_document(
             data,
             raw=raw,
@@ -78,7 +110,6 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             received_ms=received_ms,
             rules=self.rules,
         )
-        self.metrics.inc("hub_messages_received_total", source="socketio")
         try:
             accepted = await self.writer.submit(
                 Source.SOCKETIO,

@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Protocol
 
-from hub.models import Bucket, DeviceRecord, Reading, Rejection, WriteBatch, WriteOutcome
+from hub.models import (
+    Bucket,
+    CommandRecord,
+    DeviceRecord,
+    Reading,
+    Rejection,
+    WriteBatch,
+    WriteOutcome,
+)
 
 
 class Store(Protocol):
@@ -70,3 +78,8 @@ class Store(Protocol):
     async def rejections(self, limit: int) -> list[Rejection]: ...
 
     async def rejection_counts(self) -> dict[str, int]: ...
+
+    async def record_command(self, record: CommandRecord) -> None:
+        """Keep an admin command and its outcome (its own small transaction)."""
+
+    async def commands(self, device_id: str | None, limit: int) -> list[CommandRecord]: ...

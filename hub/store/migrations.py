@@ -61,4 +61,19 @@ MIGRATIONS: tuple[str, ...] = (
         excerpt TEXT NOT NULL
     );
     """,
+    # 2: admin commands to devices and how each ended
+    """
+    CREATE TABLE commands (
+        id TEXT PRIMARY KEY,
+        device_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        args TEXT NOT NULL,
+        link TEXT,
+        sent_ms INTEGER NOT NULL,
+        done_ms INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        reply TEXT
+    );
+    CREATE INDEX commands_by_device ON commands(device_id, sent_ms);
+    """,
 )

@@ -21,6 +21,7 @@ from hub.errors import StoreError
 from hub.models import (
     Attribute,
     Bucket,
+    CommandRecord,
     DeviceRecord,
     MetricSummary,
     PendingReading,
@@ -299,6 +300,37 @@ class SqliteStore:
     async def rejection_counts(self) -> dict[str, int]:
         rows = await self._fetch("SELECT reason, count(*) FROM rejections GROUP BY reason", ())
         return {reason: int(count) for reason, count in rows}
+
+    async def record_command(self, record: CommandRecord) -> None:
+        # Not through the writer's batches: commands are rare, unrelated to
+        # seq, and one INSERT in autocommit mode is atomic on this connection.
+        try:
+            await self.db.execute(
+                "INSERT OR REPLACE INTO commands(id, device_id, name, args, link, sent_ms, "
+                "done_ms, outcome, reply) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.device_id,
+                    record.name,
+                    record.args,
+                    record.link,
+                    record.sent_ms,
+                    record.done_ms,
+                    record.outcome,
+                    record.reply,
+                ),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError("record command", str(exc)) from exc
+
+    async def commands(self, device_id: str | None, limit: int) -> list[CommandRecord]:
+        where, params = ("WHERE device_id = ?", [device_id]) if device_id else ("", [])
+        rows = await self._fetch(
+            "SELECT id, device_id, name, args, link, sent_ms, done_ms, outcome, reply "
+            f"FROM commands {where} ORDER BY sent_ms DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [CommandRecord(*row) for row in rows]
 
     async def _fetch_raw(self, sql: str, params: Any = ()) -> list[Any]:
         return list(await self.db.execute_fetchall(sql, params))

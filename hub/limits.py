@@ -1,0 +1,54 @@
+"""Per-device message rate limits: a token bucket per device id.
+
+A device may send `rate` messages per second on average, `burst` at once,
+whatever the path (MQTT, Socket.IO, HTTP). The buckets live in a bounded
+table (least recently used evicted), so a flood of made-up device ids cannot
+grow memory without bound; an evicted device simply starts with a full bucket.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+MAX_TRACKED = 100_000
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_tracked: int = MAX_TRACKED,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.max_tracked = max_tracked
+        # device id -> (tokens, when they were counted)
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def allow(self, key: str, cost: float = 1.0) -> float:
+        """0 when the message may pass (and pays for it); otherwise the
+        seconds until it would."""
+        if not self.enabled:
+            return 0.0
+        now = self.clock()
+        tokens, then = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        wait = 0.0
+        if tokens >= cost:
+            tokens -= cost
+        else:
+            wait = (cost - tokens) / self.rate
+        self._buckets[key] = (tokens, now)
+        if len(self._buckets) > self.max_tracked:
+            self._buckets.popitem(last=False)
+        return wait
