@@ -11,9 +11,10 @@ from types import TracebackType
 from typing import Any, Self
 
 from devices.buffer import Buffering, BufferStats
+from devices.commands import Commands
 from devices.errors import SetupError
 from devices.forwarder import Forwarder
-from devices.link import Envelope, Link, SendResult, check_device_id
+from devices.link import CommandLink, Envelope, Link, SendResult, check_device_id
 
 Reading = float | bool | str | Mapping[str, Any]
 """One value of a payload's `values`: a number, a flag, an attribute string or
@@ -50,6 +51,12 @@ class Device:
     (raising `LinkError` if it cannot, so a wrong address shows at once),
     starts forwarding, and on exit delivers what it still holds (within
     `Buffering.close_timeout`) and closes the link.
+
+    The device answers the hub's commands through its link (MQTT and
+    Socket.IO; HTTP cannot receive them) from `commands`, a `Commands`
+    registry that answers `ping` and whatever the program registers. Pass
+    `commands` to share a registry or set its limits; otherwise the device
+    makes one on its own clock.
     """
 
     def __init__(
@@ -60,6 +67,7 @@ class Device:
         clock: Callable[[], float] = time.time,
         buffer: Buffering | None = None,
         rng: random.Random | None = None,
+        commands: Commands | None = None,
     ) -> None:
         self.device_id = check_device_id(device_id)
         if link.device_id != device_id:
@@ -67,6 +75,9 @@ class Device:
         self.link = link
         self.buffering = buffer
         self._clock = clock
+        self.commands = commands if commands is not None else Commands(clock=clock)
+        if isinstance(link, CommandLink):
+            link.set_command_handler(self.commands.answer)
         self._next_seq = int(clock() * 1000)
         # The forwarder's reconnects and the caller's connect() must not race:
         # two concurrent connects of one link would open two connections.

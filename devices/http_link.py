@@ -29,6 +29,11 @@ class HttpLink:
     kept alive. Pass `session` to share one among many devices; the link then
     leaves closing it to its owner. HTTP has no connection to lose, so
     `connected` only means "ready to post".
+
+    It cannot receive commands: every exchange is the device asking and the
+    hub answering, and the contract has no route for a device to fetch
+    commands. It is therefore not a `CommandLink`; a device that must obey
+    commands uses MQTT or Socket.IO.
     """
 
     transport = "http"

@@ -19,15 +19,19 @@ the difference matters to anyone who keeps messages:
 Links never reconnect on their own. Once `connected` turns false, `connect()`
 may be called again; when and how often is the caller's policy, so buffering
 and retrying can live in one place (`Device`) for all transports.
+
+Links that can hear the hub (MQTT, Socket.IO) are also a `CommandLink`: they
+hand each command message they receive to a `CommandHandler` and send back
+the reply it returns. HTTP cannot: the device only ever asks, the hub answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 from devices.errors import SetupError
@@ -78,6 +82,20 @@ class Link(Protocol):
 
     async def close(self) -> None:
         """Say goodbye and release the connection. Safe to call twice."""
+
+
+CommandHandler = Callable[[object], Awaitable[dict[str, Any] | None]]
+"""Called by a link with each command message as received (JSON bytes over
+MQTT, the decoded event data over Socket.IO); returns the reply to send back,
+or None to send nothing. `Commands.answer` is the one a `Device` installs."""
+
+
+@runtime_checkable
+class CommandLink(Protocol):
+    """A link that receives commands from the hub and carries the replies back."""
+
+    def set_command_handler(self, handler: CommandHandler | None) -> None:
+        """Install the handler (None: commands are not answered)."""
 
 
 def check_device_id(device_id: str) -> str:

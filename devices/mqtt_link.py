@@ -1,4 +1,4 @@
-"""The MQTT link, on aiomqtt: telemetry and presence topics on a broker."""
+"""The MQTT link, on aiomqtt: telemetry, presence, commands and replies on a broker."""
 
 from __future__ import annotations
 
@@ -14,7 +14,24 @@ import aiomqtt
 import orjson
 
 from devices.errors import LinkError, SetupError
-from devices.link import BROKER_TOOK_IT, Deadlines, Payload, SendResult, check_device_id, describe
+from devices.link import (
+    BROKER_TOOK_IT,
+    CommandHandler,
+    Deadlines,
+    Payload,
+    SendResult,
+    check_device_id,
+    describe,
+)
+
+# Commands whose reply is still being made or published. The device's
+# `Commands` answers a flood with quick `busy` replies, so this bound is only
+# reached when the replies cannot get out; further commands are then dropped
+# unanswered (the hub times them out) instead of piling up tasks.
+MAX_COMMANDS_IN_FLIGHT = 64
+# aiomqtt's incoming queue is unbounded by default. The watcher empties it as
+# fast as messages come, so this only caps a broker that floods the device.
+MAX_QUEUED_INCOMING = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +67,17 @@ class MqttLink:
     `offline` before a clean DISCONNECT (which discards the Will). The client
     id is the device id, so a second connection of the same device replaces
     the first at the broker, as a device restart should.
+
+    With a command handler (`set_command_handler`, which `Device` calls),
+    `connect()` subscribes at QoS 1 to `{prefix}/{id}/commands` before it
+    announces `online`, so a hub that waits for `online` to send a command
+    finds the device listening. Each command runs in a task of its own (a slow
+    one does not hold up the others, nor the watch on the connection), and
+    its reply goes to `{prefix}/{id}/replies` at QoS 1. Sessions are clean:
+    commands published while the device is offline are not kept for it (see
+    docs/devices.md, "Commands"). Retained messages on the commands topic are
+    ignored: the broker replays them on every subscribe, which would run a
+    stale command at each reconnect.
     """
 
     transport = "mqtt"
@@ -72,6 +100,17 @@ class MqttLink:
         self.qos = qos
         self.telemetry_topic = f"{topic_prefix}/{device_id}/telemetry"
         self.status_topic = f"{topic_prefix}/{device_id}/status"
+        self.commands_topic = f"{topic_prefix}/{device_id}/commands"
+        self.replies_topic = f"{topic_prefix}/{device_id}/replies"
+        # Replies that could not be published (connection lost, no PUBACK)
+        # and commands dropped beyond MAX_COMMANDS_IN_FLIGHT.
+        self.replies_lost = 0
+        self.commands_dropped = 0
+        # False if the broker refused the commands subscription (an ACL, say):
+        # telemetry still flows, so that is not a reason to fail connect().
+        self.listening = False
+        self._command_handler: CommandHandler | None = None
+        self._commands: set[asyncio.Task[None]] = set()
         self._keepalive = keepalive
         self._tls_context = tls_context
         self._deadlines = Deadlines(timeout)
@@ -83,6 +122,10 @@ class MqttLink:
     @property
     def connected(self) -> bool:
         return self._client is not None and not self._lost
+
+    def set_command_handler(self, handler: CommandHandler | None) -> None:
+        """Answer commands with `handler`; takes effect at the next `connect()`."""
+        self._command_handler = handler
 
     async def connect(self) -> None:
         if self.connected:
@@ -102,6 +145,7 @@ class MqttLink:
             timeout=self._deadlines.seconds,
             keepalive=self._keepalive,
             tls_context=tls_context,
+            max_queued_incoming_messages=MAX_QUEUED_INCOMING,
         )
         stack = AsyncExitStack()
         try:
@@ -113,6 +157,8 @@ class MqttLink:
             self._watch(client), name=f"mqtt-watch-{self.device_id}"
         )
         try:
+            if self._command_handler is not None:
+                await self._subscribe_commands(client)
             await self._publish(self.status_topic, b"online", qos=1, retain=True)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             await self._release()
@@ -146,6 +192,15 @@ class MqttLink:
             client.publish(topic, body, qos=qos, retain=retain, timeout=math.inf)
         )
 
+    async def _subscribe_commands(self, client: aiomqtt.Client) -> None:
+        # A clean session forgets subscriptions, so every connect subscribes.
+        granted = await self._deadlines.run(
+            client.subscribe(self.commands_topic, qos=1, timeout=math.inf)
+        )
+        # MQTT 3.1.1 grants a QoS or refuses with 0x80; v5 gives reason codes.
+        code = granted[0]
+        self.listening = not (code >= 128 if isinstance(code, int) else code.is_failure)
+
     def _unacknowledged(self, operation: str) -> LinkError:
         if self._lost:
             detail = "connection lost before the broker acknowledged"
@@ -158,23 +213,67 @@ class MqttLink:
         # connection dropped; it also consumes the disconnect error, which
         # asyncio would otherwise log as never retrieved.
         try:
-            async for _ in client.messages:
-                pass  # nothing is subscribed yet; commands will arrive here
+            async for message in client.messages:
+                if not message.retain and message.topic.matches(self.commands_topic):
+                    self._start_command(client, message.payload)
         except aiomqtt.MqttError:
             pass
         self._lost = True
         self._deadlines.expire()
 
+    def _start_command(self, client: aiomqtt.Client, payload: object) -> None:
+        handler = self._command_handler
+        if handler is None:
+            return
+        if len(self._commands) >= MAX_COMMANDS_IN_FLIGHT:
+            self.commands_dropped += 1
+            return
+        task = asyncio.create_task(
+            self._answer(client, handler, payload), name=f"mqtt-command-{self.device_id}"
+        )
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
+
+    async def _answer(
+        self, client: aiomqtt.Client, handler: CommandHandler, payload: object
+    ) -> None:
+        try:
+            reply = await handler(payload)
+            if reply is None:
+                return
+            body = orjson.dumps(reply)
+        except Exception:
+            # `Commands.answer` never raises; another handler that does must
+            # not leave a task error behind. The hub times the command out.
+            self.replies_lost += 1
+            return
+        if self._client is not client or self._lost:
+            self.replies_lost += 1  # the connection it came on is gone
+            return
+        try:
+            # QoS 1, like the commands: the hub is waiting for exactly this.
+            await self._deadlines.run(
+                client.publish(self.replies_topic, body, qos=1, timeout=math.inf)
+            )
+        except (aiomqtt.MqttError, TimeoutError):
+            self.replies_lost += 1
+
     async def _release(self) -> None:
         watcher, stack = self._watcher, self._stack
         self._client = self._stack = self._watcher = None
         self._lost = False
+        self.listening = False
         # aiomqtt leaves a publish waiting for its PUBACK after the client
         # disconnects; fail it now rather than at its timeout.
         self._deadlines.expire()
-        if watcher is not None:
-            watcher.cancel()
-            await asyncio.wait([watcher])
+        # A command handler may itself close the link (a "restart" command);
+        # its own task must not wait for itself.
+        current = asyncio.current_task()
+        tasks = [task for task in (watcher, *self._commands) if task and task is not current]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
         if stack is not None:
             try:
                 await stack.aclose()  # a clean DISCONNECT unless already gone

@@ -15,7 +15,7 @@ import contextlib
 import random
 
 from devices.errors import LinkError
-from devices.link import Link, Payload, SendResult
+from devices.link import CommandHandler, CommandLink, Link, Payload, SendResult
 
 OFF = "radio off (simulated outage)"
 
@@ -48,6 +48,11 @@ class Radio:
 
     async def close(self) -> None:
         await self.link.close()
+
+    def set_command_handler(self, handler: CommandHandler | None) -> None:
+        # Commands come through the real link, and stop with it while off.
+        if isinstance(self.link, CommandLink):
+            self.link.set_command_handler(handler)
 
     async def switch_off(self) -> None:
         """Lose the connection: close the link, and refuse to reconnect until on."""

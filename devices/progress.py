@@ -16,7 +16,8 @@ class Tally:
     `dropped`: a message is delivered, failed (refused, or with buffering
     left unsent at exit), or given up by a full buffer. `buffered` counts the
     messages that waited in a buffer at some point, whatever became of them;
-    `waiting` those in a buffer now.
+    `waiting` those in a buffer now. `commands` counts the hub's commands the
+    devices answered (ok or not).
     """
 
     sent: int = 0
@@ -25,6 +26,7 @@ class Tally:
     buffered: int = 0
     waiting: int = 0
     dropped: int = 0
+    commands: int = 0
 
     def summary(self, duration_s: float, metrics: int) -> str:
         """The exit line; scripts parse these key=value names, keep them (and add
@@ -34,7 +36,7 @@ class Tally:
             f"sent={self.sent} acknowledged={self.acknowledged} errors={self.errors} "
             f"duration={duration_s:.2f} rate={rate:.1f} msg/s "
             f"readings={self.acknowledged * metrics} "
-            f"buffered={self.buffered} dropped={self.dropped}"
+            f"buffered={self.buffered} dropped={self.dropped} commands={self.commands}"
         )
 
 

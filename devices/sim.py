@@ -11,6 +11,10 @@ Devices buffer by default (`--buffer`): a message that cannot go now is kept
 by the device (devices/forwarder.py) and delivered after it reconnects.
 `--offline-every`/`--offline-for` switch each device's radio off now and then
 (devices/outage.py) to exercise that.
+
+Over MQTT and Socket.IO each device answers the hub's commands: `ping`,
+`get_rate`, and `set_rate`, which gives that device a new timetable from the
+moment it is set.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from devices.progress import Progress, Tally
 from devices.signals import Signal, make_signals
 from devices.sim_options import PROTOCOLS, Options, build_parser, parse_options
 from devices.socketio_link import SocketIOLink
+from devices.timetable import Timetable
 
 __all__ = ["PROTOCOLS", "Options", "build_parser", "main", "parse_options", "run"]
 
@@ -84,6 +89,7 @@ class Runner:
         tally: Tally,
         progress: Progress,
         radio: Radio | None = None,
+        rate: float = 1.0,
     ) -> None:
         self.device = device
         self.signals = signals
@@ -96,24 +102,29 @@ class Runner:
         self._reported = False
         self._seen = BufferStats()
         self._buffering = False
+        self.timetable = Timetable(rate)
+        self.timetable.register(device.commands)
 
-    async def run(self, first_due: float, period: float, deadline: float, stop: Stop) -> None:
+    async def run(self, first_due: float, deadline: float, stop: Stop) -> None:
         loop = asyncio.get_running_loop()
         device, signals, tally = self.device, self.signals, self.tally
         buffered = device.buffering is not None
         wall_clock = time.time
-        k = 0
+        timetable = self.timetable
+        timetable.start(first_due)
         while not stop.requested:
-            due = first_due + k * period
+            due = timetable.due
+            # Ending at the deadline, not at the last send, makes the
+            # summary's duration and rate the ones asked for.
+            delay = min(due, deadline) - loop.time()
+            if delay > 0 and await timetable.sleep(delay):
+                continue  # set_rate made a new timetable meanwhile
             if due >= deadline:
-                # Ending at the deadline, not at the last send, makes the
-                # summary's duration and rate the ones asked for.
-                await asyncio.sleep(max(deadline - loop.time(), 0))
                 return
-            k += 1
-            delay = due - loop.time()
-            # sleep(0) still yields, so a device that is behind cannot starve the others.
-            await asyncio.sleep(delay if delay > 0 else 0)
+            timetable.advance()
+            if delay <= 0:
+                # Still yield, so a device that is behind cannot starve the others.
+                await asyncio.sleep(0)
             self.busy = True
             try:
                 if not buffered and not device.connected and loop.time() >= self._retry_at:
@@ -250,7 +261,7 @@ async def run(options: Options, tally: Tally, progress: Progress) -> float | Non
                     rng=_rng(options.seed, f"{device_id}/reconnect"),
                 )
                 signals = make_signals(options.metrics, _rng(options.seed, device_id))
-                runners.append(Runner(device, signals, tally, progress, radio))
+                runners.append(Runner(device, signals, tally, progress, radio, options.rate))
             stop.runners = runners
             stack.push_async_callback(_close_all, runners, progress)
             if not await _connect_all(runners, progress):
@@ -295,7 +306,7 @@ async def _send_all(runners: list[Runner], options: Options, stop: Stop) -> floa
         first_due = start + period * i / len(runners)
         device_id = runner.device.device_id
         runner.task = asyncio.create_task(
-            runner.run(first_due, period, deadline, stop), name=f"sim-{device_id}"
+            runner.run(first_due, deadline, stop), name=f"sim-{device_id}"
         )
         tasks.append(runner.task)
         if runner.radio is not None and options.offline_every and options.offline_for:
@@ -326,6 +337,7 @@ async def _close_all(runners: list[Runner], progress: Progress) -> None:
     )
     for runner, result in zip(runners, results, strict=True):
         runner.sync()
+        runner.tally.commands += runner.device.commands.stats.answered
         if isinstance(result, LinkError):
             progress.note(str(result))
         elif isinstance(result, BaseException):

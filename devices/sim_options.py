@@ -91,13 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate a fleet of devices sending telemetry to the telemetry hub.",
         epilog=(
             "At exit it prints one line on stdout: sent=N acknowledged=N errors=N "
-            "duration=S rate=R msg/s readings=N buffered=N dropped=N. 'sent' counts "
-            "messages made and handed to a device, 'acknowledged' those the broker (MQTT) "
-            "or hub (Socket.IO, HTTP) took, directly or later from the buffer, 'readings' "
-            "= acknowledged messages x metrics, 'buffered' messages kept while a link was "
-            "down, 'dropped' those a full buffer gave up. Exit status: 0 if every message "
-            "was delivered or buffered and none was refused or left unsent, 1 otherwise, "
-            "2 for bad arguments."
+            "duration=S rate=R msg/s readings=N buffered=N dropped=N commands=N. 'sent' "
+            "counts messages made and handed to a device, 'acknowledged' those the broker "
+            "(MQTT) or hub (Socket.IO, HTTP) took, directly or later from the buffer, "
+            "'readings' = acknowledged messages x metrics, 'buffered' messages kept while "
+            "a link was down, 'dropped' those a full buffer gave up, 'commands' the hub's "
+            "commands answered (over MQTT and Socket.IO devices answer ping, get_rate and "
+            "set_rate). Exit status: 0 if every message was delivered or buffered and none "
+            "was refused or left unsent, 1 otherwise, 2 for bad arguments."
         ),
     )
     add = parser.add_argument

@@ -13,6 +13,7 @@ import socketio
 
 from devices.errors import LinkError
 from devices.link import (
+    CommandHandler,
     Deadlines,
     Payload,
     SendResult,
@@ -29,6 +30,12 @@ class SocketIOLink:
     python-socketio's own reconnection is switched off, because reconnecting
     is the caller's policy (see devices/link.py). So is its SIGINT handler,
     which would otherwise replace the application's for the whole process.
+
+    The hub's `command` events go to the command handler (`Device` installs
+    its `Commands`), and its reply is the event's acknowledgement: python-
+    socketio sends a handler's return value as the ack. python-engineio runs
+    each received message in a task of its own, so a slow command holds up
+    neither the others nor the connection's pings.
     """
 
     transport = "socketio"
@@ -54,10 +61,15 @@ class SocketIOLink:
         self._session: aiohttp.ClientSession | None = None
         self._responses = _Responses()
         self._up = False
+        self._command_handler: CommandHandler | None = None
 
     @property
     def connected(self) -> bool:
         return self._up
+
+    def set_command_handler(self, handler: CommandHandler | None) -> None:
+        """Answer `command` events with `handler`; takes effect at once."""
+        self._command_handler = handler
 
     async def connect(self) -> None:
         if self._up:
@@ -79,6 +91,7 @@ class SocketIOLink:
 
         client.on("connect_error", on_connect_error, namespace=self.namespace)
         client.on("disconnect", on_disconnect, namespace=self.namespace)
+        client.on("command", self._on_command, namespace=self.namespace)
         try:
             await client.connect(
                 self.hub_url,
@@ -129,6 +142,15 @@ class SocketIOLink:
             retry = ack.get("retry") is True
             return SendResult(False, 0, count_field(ack, "rejected"), error, retry=retry)
         return SendResult(False, error=f"unexpected acknowledgement {ack!r}")
+
+    async def _on_command(self, *data: object) -> dict[str, Any] | None:
+        # The contract's command is one object; anything else reaches the
+        # handler as a list, which it counts as malformed and ignores. None
+        # goes out as an empty acknowledgement.
+        handler = self._command_handler
+        if handler is None:
+            return None
+        return await handler(data[0] if len(data) == 1 else list(data))
 
     async def close(self) -> None:
         client, session, responses = self._client, self._session, self._responses

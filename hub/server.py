@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Generator
 
 import uvicorn
 
-from hub.app import Hub, create_hub
+from hub.app import PACKET_OVERHEAD, Hub, create_hub
 from hub.config import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,9 @@ async def running(settings: Settings, sock: socket.socket | None = None) -> Asyn
         log_level=settings.log.level,
         lifespan="on",
         ws="websockets-sansio",
+        # A websocket message larger than a device payload is refused by the
+        # server instead of being read whole (uvicorn's default is 16 MiB).
+        ws_max_size=settings.normalize.max_payload_bytes + PACKET_OVERHEAD,
         timeout_graceful_shutdown=max(1, round(settings.server.shutdown_timeout)),
         access_log=False,
     )

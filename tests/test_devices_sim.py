@@ -37,6 +37,7 @@ def summary(stdout: str) -> dict[str, float]:
         "readings",
         "buffered",
         "dropped",
+        "commands",
     ]
     assert " msg/s " in line
     return {key: float(value) for key, value in fields.items()}
@@ -299,5 +300,5 @@ def test_the_summary_line_keeps_its_names() -> None:
     line = Tally(sent=120, acknowledged=110, errors=2, buffered=30, dropped=8).summary(2.0, 3)
     assert line == (
         "sent=120 acknowledged=110 errors=2 duration=2.00 rate=60.0 msg/s readings=330 "
-        "buffered=30 dropped=8"
+        "buffered=30 dropped=8 commands=0"
     )

@@ -1,0 +1,240 @@
+"""Who may connect where, and a device speaking only for itself: every
+namespace and transport, and HTTP, with no, wrong, borrowed and right tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import socketio
+
+from hub.config import AuthSettings, DeviceSettings, Settings
+from tests.brokers import Mosquitto
+from tests.hubs import RunningHub, dashboard, serve_hub
+from tests.test_e2e import publish
+
+TRANSPORTS = ["websocket", "polling"]
+
+
+@pytest.fixture
+def secured(settings: Settings, tmp_path: Path) -> Settings:
+    token_file = tmp_path / "dev-c.token"
+    token_file.write_text("tc\n")
+    return replace(
+        settings,
+        auth=AuthSettings(dashboard_token="dash", admin_token="adm", enroll="auto"),
+        devices=(
+            DeviceSettings("dev-a", token="ta", group="greenhouse"),
+            DeviceSettings(
+                "dev-b", token_sha256=hashlib.sha256(b"tb").hexdigest(), group="greenhouse"
+            ),
+            DeviceSettings("dev-c", token_file=str(token_file), group="barn"),
+        ),
+    )
+
+
+async def connects(
+    running: RunningHub, namespace: str, auth: dict[str, Any], transport: str
+) -> bool:
+    """Whether a python-socketio client gets into `namespace` with `auth`."""
+    session = aiohttp.ClientSession()
+    client = socketio.AsyncClient(reconnection=False, http_session=session)
+    try:
+        await client.connect(
+            running.url, namespaces=[namespace], transports=[transport], auth=auth, wait_timeout=10
+        )
+    except socketio.exceptions.ConnectionError:
+        return False
+    else:
+        return True
+    finally:
+        await client.disconnect()
+        await asyncio.sleep(0.05)
+        await session.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_each_namespace_admits_only_its_own_token(secured: Settings, transport: str) -> None:
+    async with serve_hub(secured) as running:
+        cases = [
+            ("/devices", {"device_id": "dev-a"}, False),  # no token
+            ("/devices", {"device_id": "dev-a", "token": "wrong"}, False),
+            ("/devices", {"device_id": "dev-a", "token": "tb"}, False),  # dev-b's token
+            ("/devices", {"device_id": "dev-z", "token": "ta"}, False),  # not listed
+            ("/devices", {"device_id": "../../etc", "token": "ta"}, False),  # not an id
+            ("/devices", {"token": "ta"}, False),  # no id
+            ("/devices", {"device_id": "dev-a", "token": "ta"}, True),
+            ("/devices", {"device_id": "dev-b", "token": "tb"}, True),  # token_sha256
+            ("/devices", {"device_id": "dev-c", "token": "tc"}, True),  # token_file
+            ("/dashboard", {}, False),
+            ("/dashboard", {"token": "adm"}, False),
+            ("/dashboard", {"token": "dash"}, True),
+            ("/admin", {}, False),
+            ("/admin", {"token": "dash"}, False),
+            ("/admin", {"token": "ta"}, False),
+            ("/admin", {"token": "adm"}, True),
+        ]
+        for namespace, auth, admitted in cases:
+            assert await connects(running, namespace, auth, transport) is admitted, (
+                namespace,
+                auth,
+            )
+
+
+async def test_admin_is_closed_without_an_admin_token(settings: Settings) -> None:
+    async with serve_hub(settings) as running:
+        for token in ("", "anything"):
+            assert not await connects(running, "/admin", {"token": token}, "websocket")
+
+
+async def test_http_ingest_wants_the_devices_own_bearer_token(secured: Settings) -> None:
+    async with serve_hub(secured) as running, aiohttp.ClientSession() as http:
+
+        async def post(device: str, authorization: str | None) -> int:
+            headers = {"Authorization": authorization} if authorization else {}
+            async with http.post(
+                f"{running.url}/api/devices/{device}/telemetry",
+                data=b'{"temperature": 1}',
+                headers=headers,
+            ) as response:
+                return response.status
+
+        assert await post("dev-a", None) == 401
+        assert await post("dev-a", "Bearer wrong") == 401
+        assert await post("dev-a", "Bearer tb") == 401  # dev-b's token
+        assert await post("dev-a", "Basic ta") == 401
+        assert await post("dev-z", "Bearer ta") == 403  # not listed
+        assert await post("dev-a", "Bearer ta") == 202
+        assert await post("dev-c", "bearer tc") == 202
+
+
+async def test_a_device_speaks_only_for_itself(secured: Settings) -> None:
+    async with (
+        serve_hub(secured) as running,
+        dashboard(running.url, auth={"token": "dash"}) as board,
+    ):
+        await board.subscribe(["*"])
+        device = socketio.AsyncClient(reconnection=False)
+        await device.connect(
+            running.url, namespaces=["/devices"], auth={"device_id": "dev-a", "token": "ta"}
+        )
+        # naming another device inside the payload changes nothing
+        await device.call(
+            "telemetry", {"device_id": "dev-b", "temperature": 1}, namespace="/devices"
+        )
+        await device.call(
+            "telemetry", [{"bn": "dev-b:", "n": "temperature", "v": 2}], namespace="/devices"
+        )
+        await device.disconnect()
+        # dev-a's token on dev-b's route is refused
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{running.url}/api/devices/dev-b/telemetry",
+                data=b'{"temperature": 3}',
+                headers={"Authorization": "Bearer ta"},
+            ) as response,
+        ):
+            assert response.status == 401
+        await board.wait_readings(1)
+        await asyncio.sleep(0.3)
+        assert {r["device_id"] for r in board.readings} == {"dev-a"}
+        assert [r["value"] for r in board.readings if r["metric"] == "temperature"] == [1.0, 2.0]
+        # the string is dev-a's attribute, not a device switch
+        with sqlite3.connect(secured.storage.path) as db:
+            assert db.execute("SELECT device_id, name, value FROM attributes").fetchall() == [
+                ("dev-a", "device_id", "dev-b")
+            ]
+
+
+async def test_mqtt_data_from_unlisted_devices_is_refused(
+    secured: Settings, mosquitto: Mosquitto
+) -> None:
+    async with (
+        serve_hub(secured) as running,
+        dashboard(running.url, auth={"token": "dash"}) as board,
+    ):
+        await board.subscribe(["*"])
+        await publish(mosquitto, "devices/intruder/telemetry", b'{"temperature": 9}')
+        await publish(mosquitto, "devices/dev-a/telemetry", b'{"temperature": 1}')
+        [reading] = await board.wait_readings(1)
+        assert reading["device_id"] == "dev-a"
+        rejections = await running.hub.store.rejections(10)
+        assert [(r.device_id, r.reason) for r in rejections] == [("intruder", "unknown_device")]
+
+
+async def test_dashboards_subscribe_to_groups(secured: Settings) -> None:
+    async with (
+        serve_hub(secured) as running,
+        dashboard(running.url, auth={"token": "dash"}) as board,
+    ):
+        answer = await board.client.call(
+            "subscribe", {"groups": ["greenhouse"]}, namespace="/dashboard"
+        )
+        assert answer["devices"] == ["dev-a", "dev-b"]
+        bad = await board.client.call("subscribe", {"groups": ["nowhere"]}, namespace="/dashboard")
+        assert bad["ok"] is False
+        async with aiohttp.ClientSession() as http:
+            for device, token in (("dev-c", "tc"), ("dev-a", "ta"), ("dev-b", "tb")):
+                async with http.post(
+                    f"{running.url}/api/devices/{device}/telemetry",
+                    data=b'{"temperature": 1}',
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as response:
+                    assert response.status == 202
+        await board.wait_readings(2)
+        await asyncio.sleep(0.3)
+        assert sorted(r["device_id"] for r in board.readings) == ["dev-a", "dev-b"]
+
+
+@asynccontextmanager
+async def hub_with_origins(settings: Settings, *origins: str) -> AsyncIterator[RunningHub]:
+    server = replace(settings.server, cors_allowed_origins=origins)
+    async with serve_hub(replace(settings, server=server)) as running:
+        yield running
+
+
+async def test_cross_origin_access_follows_the_allowed_origins(settings: Settings) -> None:
+    async with (
+        hub_with_origins(settings, "https://ops.example") as running,
+        aiohttp.ClientSession() as http,
+    ):
+        for origin, allowed in (("https://ops.example", True), ("https://evil.example", False)):
+            async with http.get(
+                f"{running.url}/api/devices", headers={"Origin": origin}
+            ) as response:
+                assert (response.headers.get("Access-Control-Allow-Origin") == origin) is allowed
+            async with http.options(
+                f"{running.url}/api/devices/d1/telemetry",
+                headers={
+                    "Origin": origin,
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "authorization",
+                },
+            ) as response:
+                assert response.status == 204
+                assert (
+                    "Authorization" in response.headers.get("Access-Control-Allow-Headers", "")
+                ) is allowed
+        # Socket.IO follows the same list
+        polling = f"{running.url}/socket.io/?EIO=4&transport=polling"
+        async with http.get(polling, headers={"Origin": "https://evil.example"}) as response:
+            assert response.status == 400
+        async with http.get(polling, headers={"Origin": "https://ops.example"}) as response:
+            assert response.status == 200
+    async with (
+        serve_hub(settings) as running,
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{running.url}/api/devices", headers={"Origin": "https://ops.example"}
+        ) as response,
+    ):
+        assert "Access-Control-Allow-Origin" not in response.headers
