@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -14,6 +15,7 @@ from typing import Any
 import aiomqtt
 import socketio
 
+from devices import Device, MqttLink, SocketIOLink
 from hub.config import AuthSettings, CommandSettings, Settings
 from tests.brokers import Mosquitto
 from tests.hubs import RunningHub, serve_hub
@@ -208,3 +210,77 @@ async def test_mqtt_commands_reach_a_device_known_only_by_its_telemetry(
             break
         answer = await pending
     assert answer["ok"] is True
+
+
+async def test_the_device_library_answers_the_hubs_commands(
+    settings: Settings, mosquitto: Mosquitto
+) -> None:
+    settings = with_admin(settings)
+    async with serve_hub(settings) as running, admin(running) as client:
+        over_mqtt = Device("lib-m", MqttLink("lib-m", mosquitto.url))
+        over_socketio = Device("lib-s", SocketIOLink("lib-s", running.url))
+        async with over_mqtt, over_socketio:
+            await asyncio.sleep(0.3)  # the retained online status reaches the hub
+            for device_id in ("lib-m", "lib-s"):
+                answer = await command(client, device_id=device_id, name="ping", timeout_ms=5000)
+                assert answer["ok"] is True, answer
+                assert answer["result"]["pong"] is True
+                unknown = await command(client, device_id=device_id, name="self_destruct")
+                assert (unknown["ok"], unknown["error"]) == (
+                    False,
+                    "unknown command: self_destruct",
+                )
+    assert [(row[0], row[3], row[4]) for row in recorded(settings)] == [
+        ("lib-m", "mqtt", "ok"),
+        ("lib-m", "mqtt", "error"),
+        ("lib-s", "socketio", "ok"),
+        ("lib-s", "socketio", "error"),
+    ]
+
+
+async def test_an_admin_changes_a_simulated_devices_rate(
+    settings: Settings, mosquitto: Mosquitto
+) -> None:
+    settings = with_admin(settings)
+    async with serve_hub(settings) as running, admin(running) as client:
+        sim = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "devices.sim",
+            "--devices",
+            "1",
+            "--rate",
+            "2",
+            "--duration",
+            "6",
+            "--protocol",
+            "mqtt",
+            "--broker",
+            mosquitto.url,
+            "--metrics",
+            "temperature",
+            "--id-prefix",
+            "rated",
+            "--quiet",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        await asyncio.sleep(2)
+        before = _count("rated-000", settings)
+        answer = await command(
+            client, device_id="rated-000", name="set_rate", args={"rate": 20}, timeout_ms=5000
+        )
+        assert answer == {"id": answer["id"], "ok": True, "result": {"rate": 20.0}}
+        await asyncio.sleep(2)
+        after = _count("rated-000", settings) - before
+        await sim.communicate()
+    # about 4 readings in the first 2 s at 2/s; about 40 in the next 2 s at 20/s
+    assert before <= 6
+    assert after >= 25
+
+
+def _count(device_id: str, settings: Settings) -> int:
+    with sqlite3.connect(settings.storage.path) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM readings WHERE device_id = ?", (device_id,)
+        ).fetchone()
+    return int(count)
