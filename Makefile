@@ -6,6 +6,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 NODE_STAMP := web/node_modules/.installed-stamp
+PAGE       := hub/static/index.html
+WEB_SOURCES := $(wildcard web/index.html web/vite.config.* web/src/* web/src/*/*)
 
 .PHONY: run test lint pytest bench setup clean
 
@@ -14,7 +16,7 @@ run: setup
 
 test: setup lint pytest
 
-setup: $(STAMP) $(NODE_STAMP)
+setup: $(STAMP) $(NODE_STAMP) $(PAGE)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "telemetry-hub needs Python >= 3.11 (set PYTHON=python3.11)")'
@@ -27,6 +29,9 @@ $(NODE_STAMP): web/package.json web/package-lock.json
 	@command -v npm >/dev/null || { echo "npm is needed for the dashboard (Debian: apt install nodejs npm)"; exit 1; }
 	npm ci --prefix web --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
+
+$(PAGE): $(NODE_STAMP) $(WEB_SOURCES)
+	npm run build --prefix web
 
 lint: setup
 	$(PY) -m ruff check .

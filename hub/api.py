@@ -9,7 +9,7 @@ from quart import Blueprint, Response, jsonify, request
 
 from hub.auth import Authenticator
 from hub.config import parse_duration
-from hub.errors import ConfigError, QueryError
+from hub.errors import AuthError, ConfigError, QueryError
 from hub.metrics import Metrics
 from hub.models import is_valid_device_id
 from hub.presence import Presence
@@ -25,8 +25,47 @@ def api(
     auth: Authenticator,
     metrics: Metrics,
     ingest_status: Callable[[], dict[str, Any]],
+    info: dict[str, Any],
 ) -> Blueprint:
     blueprint = Blueprint("api", __name__)
+
+    @blueprint.get("/api/info")
+    async def hub_info() -> Response:
+        """What a dashboard needs to know about this hub before it connects."""
+        return jsonify(
+            {
+                **info,
+                "epoch": store.epoch,
+                "head": store.head,
+                "admin": auth.admin_enabled,
+                "dashboard_token_required": auth.dashboard_token_required,
+            }
+        )
+
+    @blueprint.get("/api/rejections")
+    async def rejections() -> tuple[Response, int]:
+        """The newest dead letters and the counts per reason (admins only)."""
+        refused = _admin_refusal(auth)
+        if refused is not None:
+            return refused
+        try:
+            limit = _integer("limit")
+        except QueryError as exc:
+            return jsonify({"error": str(exc)}), 400
+        rows = await store.rejections(min(max(limit or 50, 1), 1000))
+        return jsonify(
+            {"rejections": [r.to_wire() for r in rows], "counts": await store.rejection_counts()}
+        ), 200
+
+    @blueprint.get("/api/commands")
+    async def commands() -> tuple[Response, int]:
+        """The newest admin commands and how they ended (admins only)."""
+        refused = _admin_refusal(auth)
+        if refused is not None:
+            return refused
+        device_id = request.args.get("device_id") or None
+        rows = await store.commands(device_id, 100)
+        return jsonify({"commands": [r.to_wire() for r in rows]}), 200
 
     @blueprint.get("/healthz")
     async def healthz() -> Response:
@@ -115,6 +154,16 @@ def api(
         return jsonify(body), 200
 
     return blueprint
+
+
+def _admin_refusal(auth: Authenticator) -> tuple[Response, int] | None:
+    header = request.headers.get("Authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    try:
+        auth.check_admin(token)
+    except AuthError as exc:
+        return jsonify({"error": exc.reason}), 403 if not auth.admin_enabled else 401
+    return None
 
 
 def _integer(name: str) -> int | None:

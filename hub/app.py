@@ -20,6 +20,7 @@ from typing import Any
 import socketio
 from quart import Quart
 
+from hub import __version__
 from hub.admin import AdminNamespace
 from hub.api import api
 from hub.auth import Authenticator
@@ -173,7 +174,13 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
     hub = Hub(
         settings, sio, quart, None, store, presence, broadcaster, writer, mqtt, replayer, metrics
     )
-    quart.register_blueprint(api(store, presence, auth, metrics, hub.ingest_status))
+    info = {
+        "version": __version__,
+        "transports": list(server.transports),
+        "stale_after_ms": round(settings.dashboard.stale_after * 1000),
+        "offline_after_ms": round(settings.presence.offline_after * 1000),
+    }
+    quart.register_blueprint(api(store, presence, auth, metrics, hub.ingest_status, info))
     quart.register_blueprint(http_ingest(writer, rules, auth, metrics, limiter, ack_timeout))
     quart.register_blueprint(pages(web_root))
     allow_origins(quart, settings.server.cors_allowed_origins)

@@ -55,6 +55,14 @@ class Authenticator:
         ):
             raise AuthError("dashboard", "wrong or missing token")
 
+    @property
+    def admin_enabled(self) -> bool:
+        return self._admin is not None
+
+    @property
+    def dashboard_token_required(self) -> bool:
+        return self._dashboard is not None
+
     def check_admin(self, token: str) -> None:
         if self._admin is None:
             raise AuthError("admin", "closed: no auth.admin_token is configured")

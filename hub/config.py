@@ -154,6 +154,11 @@ class PresenceSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DashboardSettings:
+    stale_after: Seconds = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -171,6 +176,7 @@ class Settings:
     normalize: NormalizeSettings = field(default_factory=NormalizeSettings)
     broadcast: BroadcastSettings = field(default_factory=BroadcastSettings)
     presence: PresenceSettings = field(default_factory=PresenceSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
 

@@ -1,7 +1,8 @@
-"""The dashboard's files: `/` and its assets, served from `web/`.
+"""The dashboard: `/` and its built assets.
 
-The Socket.IO client is the official `socket.io-client` installed by npm into
-`web/node_modules` (no CDN at run time).
+The page is built from `web/` by Vite (`npm run build --prefix web`, which
+`make run`, `make test` and CI do) into `hub/static/`, so it ships inside the
+wheel and needs nothing from the network at run time.
 """
 
 from __future__ import annotations
@@ -10,24 +11,32 @@ from pathlib import Path
 
 from quart import Blueprint, Response, send_from_directory
 
-DEFAULT_WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
-SOCKET_IO_CLIENT = Path("node_modules/socket.io-client/dist")
+STATIC = Path(__file__).resolve().parent / "static"
+
+NOT_BUILT = """<!doctype html><meta charset="utf-8"><title>telemetry-hub</title>
+<p>The dashboard is not built. Run <code>make run</code>, or
+<code>npm ci --prefix web && npm run build --prefix web</code>.</p>
+<p>The hub itself is running: see <a href="/readyz">/readyz</a> and
+<a href="/api/devices">/api/devices</a>.</p>"""
 
 
-def pages(web_root: Path | None = None) -> Blueprint:
-    root = (web_root or DEFAULT_WEB_ROOT).resolve()
+def pages(root: Path | None = None) -> Blueprint:
+    static = (root or STATIC).resolve()
     blueprint = Blueprint("pages", __name__)
 
     @blueprint.get("/")
     async def index() -> Response:
-        return await send_from_directory(root, "index.html")
+        if not (static / "index.html").is_file():
+            return Response(NOT_BUILT, status=503, content_type="text/html")
+        response = await send_from_directory(static, "index.html")
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
     @blueprint.get("/assets/<path:name>")
     async def asset(name: str) -> Response:
-        return await send_from_directory(root / "src", name)
-
-    @blueprint.get("/vendor/socket.io.min.js")
-    async def socket_io_client() -> Response:
-        return await send_from_directory(root / SOCKET_IO_CLIENT, "socket.io.min.js")
+        response = await send_from_directory(static / "assets", name)
+        # Vite names assets by content hash: they never change under a name.
+        response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        return response
 
     return blueprint
