@@ -230,6 +230,8 @@ class Broadcaster:
     async def _emit_readings(self, readings: list[Reading]) -> None:
         # Each reading is encoded once, whatever the number of rooms it goes to,
         # and each subscription's frame is built once, for its room and holds.
+        if not self._rooms and not self._holds:
+            return  # nobody is watching: encode nothing
         wire = [(r.device_id, encode(r)) for r in readings]
         last = readings[-1].seq
         rooms = {subscription: room for room, subscription in self._rooms.items()}

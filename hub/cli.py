@@ -7,7 +7,9 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from hub.acl import DEFAULT_HUB_USER, write_broker_files
 from hub.config import Settings, config_path, dump_toml, load_settings
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from hub.server import serve
 
-        asyncio.run(serve(settings))
+        run(serve(settings))
     except HubError as exc:
         print(f"telemetry-hub: {exc}", file=sys.stderr)
         return 1
@@ -94,6 +96,18 @@ def _mosquitto_acl(settings: Settings, args: argparse.Namespace) -> int:
     how = "generated, in" if result.hub_password_generated else "in"
     print(f"hub user {result.hub_user!r}: password {how} {result.hub_password_file}")
     return 0
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where it is installed (uvicorn[standard] brings it): its
+    event loop is faster at the socket work the hub does most."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def _settings(explicit: str | None) -> Settings:

@@ -41,6 +41,9 @@ from hub.config import MqttSettings
 log = logging.getLogger(__name__)
 
 
+READ_CHUNK = 65536
+
+
 class MqttState(StrEnum):
     DISABLED = "disabled"
     CONNECTING = "connecting"
@@ -363,7 +366,9 @@ class MqttConnection:
             self._pause_reading()
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        # Runs in the connect thread.
+        # Runs in the connect thread, before paho reads anything from `sock`.
+        if not self.tls:
+            sock = client._sock = _BufferedReads(sock)
         self._sock = sock
         self._threadsafe(self._watch_reads, sock)
 
@@ -391,7 +396,21 @@ class MqttConnection:
     def _watch_reads(self, sock: Any) -> None:
         if sock is self._sock and not self._paused:
             assert self._loop is not None
-            self._loop.add_reader(sock, self._client.loop_read)
+            self._loop.add_reader(sock, self._read)
+
+    def _read(self) -> None:
+        # loop_read handles a few packets per call; what is already buffered
+        # will not wake the selector again, so read until the buffer is empty.
+        result = self._client.loop_read()
+        sock = self._sock
+        while (
+            result == MQTTErrorCode.MQTT_ERR_SUCCESS
+            and isinstance(sock, _BufferedReads)
+            and sock.buffered
+            and not self._paused
+            and sock is self._sock
+        ):
+            result = self._client.loop_read()
 
     def _unwatch(self, sock: Any) -> None:
         assert self._loop is not None
@@ -426,6 +445,40 @@ class MqttConnection:
         if self._sock is not None:
             self._client._sock_close()  # a dead socket: close without the goodbye
         self._sock = None
+
+
+class _BufferedReads:
+    """The broker socket, read 64 KiB at a time.
+
+    paho reads a packet a few bytes at a time: one `recv` for its first byte,
+    one per length byte, one for the rest, three or four system calls per
+    message. This serves those reads from one large read instead. Everything
+    else is the socket's own.
+    """
+
+    __slots__ = ("_data", "_position", "_sock")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._data = b""
+        self._position = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._data) - self._position
+
+    def recv(self, size: int) -> bytes:
+        if self._position >= len(self._data):
+            data = self._sock.recv(READ_CHUNK)  # BlockingIOError when nothing is there
+            if not data:
+                return b""
+            self._data, self._position = data, 0
+        chunk = self._data[self._position : self._position + size]
+        self._position += len(chunk)
+        return chunk
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 def _redact(url: str) -> str:
