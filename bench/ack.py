@@ -67,6 +67,10 @@ def main() -> None:
             ("ack after commit, receive_maximum 1000", {"MQTT__RECEIVE_MAXIMUM": "1000"}),
             ("ack after commit, receive_maximum 100", {"MQTT__RECEIVE_MAXIMUM": "100"}),
             ("ack after commit, receive_maximum 20", {"MQTT__RECEIVE_MAXIMUM": "20"}),
+            (
+                "ack after commit, MQTT 3.1.1 (broker's in-flight window)",
+                {"MQTT__PROTOCOL": "3.1.1"},
+            ),
         ]
         results = {}
         for name, overrides in cases:

@@ -84,6 +84,7 @@ class MqttSettings:
     session_expiry: Seconds = 3600.0
     receive_maximum: Annotated[int, Range(1, 65535)] = 1000
     ack: Literal["after_commit", "on_receipt"] = "after_commit"
+    protocol: Literal["5", "3.1.1"] = "5"
     reconnect_min: Seconds = 0.5
     reconnect_max: Seconds = 30.0
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
+@lru_cache(maxsize=65536)
 def is_valid_device_id(device_id: str) -> bool:
+    # Cached: every message asks, and devices keep their ids.
     return DEVICE_ID_PATTERN.fullmatch(device_id) is not None
 
 

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -110,6 +111,7 @@ class MqttConnection:
         self.username = unquote(url.username) if url.username else None
         self.password = unquote(url.password) if url.password else None
         self.generation = 0
+        self.v5 = settings.protocol == "5"
         self._state = MqttState.CONNECTING
         self._since = time.time()
         self._attempts = 0
@@ -221,7 +223,8 @@ class MqttConnection:
         client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.settings.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
+            protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if self.v5 else self.settings.clean_start,
             manual_ack=self.settings.ack == "after_commit",
         )
         if self.username is not None:
@@ -272,18 +275,17 @@ class MqttConnection:
         self._lost.clear()
         self.generation += 1
         self._connack = loop.create_future()
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = int(self.settings.session_expiry)
-        properties.ReceiveMaximum = self.settings.receive_maximum
+        if self.v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = int(self.settings.session_expiry)
+            properties.ReceiveMaximum = self.settings.receive_maximum
+            connect = partial(
+                self._client.connect, clean_start=self.settings.clean_start, properties=properties
+            )
+        else:
+            connect = partial(self._client.connect)  # clean session: set on the client
         await loop.run_in_executor(
-            None,
-            lambda: self._client.connect(
-                self.host,
-                self.port,
-                keepalive=self.settings.keepalive,
-                clean_start=self.settings.clean_start,
-                properties=properties,
-            ),
+            None, lambda: connect(self.host, self.port, keepalive=self.settings.keepalive)
         )
         code = await asyncio.wait_for(self._connack, timeout=10)
         if code.is_failure:

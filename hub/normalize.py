@@ -178,6 +178,10 @@ def parse_timestamp(value: Any) -> int:
 
 
 def _depth_exceeds(document: Any, limit: int) -> bool:
+    if isinstance(document, dict) and not any(
+        isinstance(value, dict | list) for value in document.values()
+    ):
+        return limit < 1  # a flat object, the common case
     stack: list[tuple[Any, int]] = [(document, 1)]
     while stack:
         node, depth = stack.pop()
