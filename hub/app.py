@@ -167,6 +167,7 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         commands.heard_over_mqtt = mqtt.heard_from
     sio.register_namespace(AdminNamespace(commands, auth))
     replayer = Replayer(sio, store, broadcaster, settings.replay, metrics)
+    broadcaster.resume = replayer.resume
     sio.register_namespace(DashboardNamespace(broadcaster, replayer, auth))
 
     quart = Quart(__name__)
@@ -190,6 +191,7 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
     metrics.gauge("hub_replays_active", lambda: float(replayer.active))
     metrics.gauge("hub_replays_queued", lambda: float(replayer.queued))
     metrics.gauge("hub_replay_holds", lambda: float(broadcaster.holds))
+    metrics.gauge("hub_dashboards_lagging", lambda: float(broadcaster.lagging))
     metrics.gauge(
         "hub_mqtt_connected", lambda: float(mqtt is not None and mqtt.connection.connected)
     )

@@ -18,6 +18,12 @@ when its replay of history is done. So a client waiting for a replay slot
 does not fall further behind, and nothing committed meanwhile is read again.
 A hold keeps at most `hold_max` readings; past that it is dropped and the
 client is told of a gap (reason `overflow`).
+
+A client that stops taking frames off its connection (a stalled tab, a
+phone on a bad link) is not fed without bound: once more than `lag_max`
+frames wait in its queue, it leaves its room; when its queue has drained, it
+is handed to `resume` with the last seq it was sent, and replay brings it back
+up to date from the store.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -34,6 +40,7 @@ import socketio
 
 from hub.metrics import Metrics
 from hub.models import PresenceChange, Reading
+from hub.polling import queued_packets
 from hub.wire import encode, json_array
 
 log = logging.getLogger(__name__)
@@ -110,11 +117,17 @@ class Broadcaster:
         *,
         tick: float = 0.02,
         hold_max: int = 100_000,
+        lag_max: int = 50,
     ):
         self.sio = sio
         self.metrics = metrics
         self.tick = tick
         self.hold_max = hold_max
+        self.lag_max = lag_max
+        # sid -> (subscription, last seq sent) of clients taken out for lagging
+        self._lagging: dict[str, tuple[Subscription, int]] = {}
+        # set by the replayer: catch a lagging client up (caller holds `lock`)
+        self.resume: Callable[[str, Subscription, int], None] | None = None
         self.epoch = ""
         self.head = 0
         self.lock = asyncio.Lock()
@@ -189,6 +202,7 @@ class Broadcaster:
 
     async def remove(self, sid: str) -> None:
         self._holds.pop(sid, None)
+        self._lagging.pop(sid, None)
         old = self._clients.pop(sid, None)
         if old is None:
             return
@@ -218,6 +232,9 @@ class Broadcaster:
         async with self.lock:
             readings, self._readings = self._readings, []
             presence, self._presence = self._presence, []
+            # Before head moves on: a client resumed now is held from here, so
+            # this flush's frames go to its hold and not also into its replay.
+            await self._check_lagging(self.head)
             if readings:
                 self.head = readings[-1].seq
             for change in presence:
@@ -226,6 +243,23 @@ class Broadcaster:
                     await self.sio.emit("presence", change.to_wire(), to=rooms, namespace=DASHBOARD)
             if readings:
                 await self._emit_readings(readings)
+
+    @property
+    def lagging(self) -> int:
+        return len(self._lagging)
+
+    async def _check_lagging(self, sent_through: int) -> None:
+        """Take out clients with too much queued; resume those that drained."""
+        for sid, subscription in list(self._clients.items()):
+            if queued_packets(self.sio, sid, DASHBOARD) > self.lag_max:
+                await self.remove(sid)
+                self._lagging[sid] = (subscription, sent_through)
+                self.metrics.inc("hub_dashboards_lagging_total")
+        for sid, (subscription, seq) in list(self._lagging.items()):
+            if queued_packets(self.sio, sid, DASHBOARD) <= self.lag_max // 10:
+                del self._lagging[sid]
+                if self.resume is not None:
+                    self.resume(sid, subscription, seq)
 
     async def _emit_readings(self, readings: list[Reading]) -> None:
         # Each reading is encoded once, whatever the number of rooms it goes to,

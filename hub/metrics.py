@@ -21,6 +21,7 @@ _HELP = {
     "hub_commit_failures_total": ("counter", "Store transactions that failed (and were retried)"),
     "hub_commands_total": ("counter", "Admin commands, by outcome"),
     "hub_command_replies_unmatched_total": ("counter", "MQTT replies matching no pending command"),
+    "hub_dashboards_lagging_total": ("counter", "Dashboards taken out of their room for lagging"),
     "hub_busy_total": ("counter", "Submissions refused because the store queue was full"),
     "hub_ack_timeouts_total": ("counter", "Submissions not committed within the ack timeout"),
     "hub_readings_purged_total": ("counter", "Readings deleted by retention"),

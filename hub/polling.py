@@ -1,4 +1,5 @@
-"""Connection endings the hub needs from python-engineio.
+"""What the hub needs from python-engineio beyond its API: connection
+endings, and how much a client has queued but not yet been sent.
 
 When a polling client says goodbye (an Engine.IO CLOSE packet in a POST),
 python-engineio closes the session but leaves the client's pending GET
@@ -43,3 +44,11 @@ def release_all(sio: socketio.AsyncServer) -> None:
         # namespaces learn of it when the transports end.
         session.closed = True
         session.queue.put_nowait(None)
+
+
+def queued_packets(sio: socketio.AsyncServer, sid: str, namespace: str) -> int:
+    """Packets waiting in the client's Engine.IO queue (0 when it is gone).
+    The queue is unbounded; the hub must not fill it faster than it drains."""
+    eio_sid = sio.manager.eio_sid_from_sid(sid, namespace)
+    session = sio.eio.sockets.get(eio_sid) if eio_sid else None
+    return int(session.queue.qsize()) if session is not None else 0

@@ -40,6 +40,7 @@ from hub.broadcast import DASHBOARD, Broadcaster, Subscription
 from hub.config import ReplaySettings
 from hub.metrics import Metrics
 from hub.models import Reading
+from hub.polling import queued_packets
 from hub.store.base import Store
 from hub.wire import encode
 
@@ -125,6 +126,11 @@ class Replayer:
     @property
     def queued(self) -> int:
         return len(self._tasks) - self.active
+
+    def resume(self, sid: str, subscription: Subscription, seq: int) -> None:
+        """Catch up a client the broadcaster took out for lagging (caller holds
+        the broadcaster's lock)."""
+        self.start(sid, subscription, Cursor(self.store.epoch, seq))
 
     def start(self, sid: str, subscription: Subscription, cursor: Cursor) -> None:
         """Hold the client's live frames and schedule its replay (caller holds
@@ -278,17 +284,10 @@ class Replayer:
         python-engineio's per-client queue is unbounded, so replay must not
         fill it faster than the client takes frames off."""
         deadline = time.monotonic() + STALL_TIMEOUT
-        while _queued(self.sio, sid) > MAX_QUEUED_FRAMES:
+        while queued_packets(self.sio, sid, DASHBOARD) > MAX_QUEUED_FRAMES:
             if time.monotonic() > deadline:
                 raise ClientStalled(sid, seq)
             await asyncio.sleep(0.005)
-
-
-def _queued(sio: socketio.AsyncServer, sid: str) -> int:
-    """Packets waiting in the client's Engine.IO queue (0 when it is gone)."""
-    eio_sid = sio.manager.eio_sid_from_sid(sid, DASHBOARD)
-    session = sio.eio.sockets.get(eio_sid) if eio_sid else None
-    return int(session.queue.qsize()) if session is not None else 0
 
 
 def _chunks(bodies: list[tuple[bytes, int]], size: int) -> list[bytes]:

@@ -1,0 +1,134 @@
+"""Hub MQTT ingest ÷ a bare paho-mqtt subscriber, on the same message stream.
+
+Four `mosquitto_pub -l -q 1` publishers send the same file of messages (3
+metrics each) to a private Mosquitto. Baseline: `bench.paho_baseline`
+counting them. Hub: the messages stored, acknowledged after the commit, and
+broadcast to 10 connected websocket dashboards (Node.js socket.io-client, so
+the clients are not what limits). Each figure is messages per second from the
+first message to the last one handled.
+
+    python -m bench.ingest_ratio [--messages 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.harness import ROOT, broker, hub, machine
+
+PUBLISHERS = 4
+DASHBOARDS = 10
+CLIENTS = ROOT / "bench" / "node" / "clients.js"
+
+
+def message_file(per_publisher: int) -> Path:
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as lines:
+        for i in range(per_publisher):
+            lines.write(f'{{"temperature": {20 + i % 10}, "humidity": 40, "pressure": 1013}}\n')
+    return Path(lines.name)
+
+
+def publish(port: int, lines: Path) -> list[subprocess.Popen[bytes]]:
+    with contextlib.ExitStack() as files:
+        return [
+            subprocess.Popen(
+                [
+                    "mosquitto_pub",
+                    "-p",
+                    str(port),
+                    "-q",
+                    "1",
+                    "-l",
+                    "-t",
+                    f"devices/ingest-{k}/telemetry",
+                ],
+                stdin=files.enter_context(lines.open("rb")),
+            )
+            for k in range(PUBLISHERS)
+        ]
+
+
+def paho_rate(port: int, lines: Path, total: int) -> float:
+    baseline = subprocess.Popen(
+        [sys.executable, "-m", "bench.paho_baseline", str(port), str(total)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert baseline.stdout is not None
+    assert baseline.stdout.readline().strip() == "ready"
+    for publisher in publish(port, lines):
+        publisher.wait(600)
+    out, _ = baseline.communicate(timeout=600)
+    return float(out.strip().splitlines()[-1])
+
+
+def hub_rate(mqtt_url: str, port: int, lines: Path, total: int) -> float:
+    with hub(mqtt_url) as running:
+        dashboards = None
+        if CLIENTS.exists():
+            dashboards = subprocess.Popen(
+                [
+                    "node",
+                    str(CLIENTS),
+                    "--url",
+                    running.url,
+                    "--clients",
+                    str(DASHBOARDS),
+                    "--seconds",
+                    "600",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(2)
+        expected = running.head() + total * 3
+        started = time.monotonic()
+        publishers = publish(port, lines)
+        first = None
+        while running.head() < expected:
+            if first is None and running.head() > expected - total * 3:
+                first = time.monotonic()
+            time.sleep(0.02)
+        elapsed = time.monotonic() - (first or started)
+        for publisher in publishers:
+            publisher.wait(60)
+        if dashboards is not None:
+            dashboards.terminate()
+            dashboards.wait(10)
+    return total / elapsed
+
+
+def measure(messages: int) -> dict[str, float]:
+    per_publisher = messages // PUBLISHERS
+    total = per_publisher * PUBLISHERS
+    lines = message_file(per_publisher)
+    try:
+        with broker() as mosquitto:
+            baseline = paho_rate(mosquitto.port, lines, total)
+            rate = hub_rate(mosquitto.url, mosquitto.port, lines, total)
+    finally:
+        lines.unlink()
+    return {"paho_msg_s": baseline, "hub_msg_s": rate, "ratio": rate / baseline}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=200_000)
+    args = parser.parse_args()
+    figures = measure(args.messages)
+    print(f"machine: {machine()}")
+    print(
+        f"bare paho subscriber: {figures['paho_msg_s']:,.0f} msg/s; hub (stored, acked after "
+        f"commit, {DASHBOARDS} dashboards): {figures['hub_msg_s']:,.0f} msg/s; "
+        f"ratio {figures['ratio']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
