@@ -70,23 +70,15 @@ def paho_rate(port: int, lines: Path, total: int) -> float:
 
 def hub_rate(mqtt_url: str, port: int, lines: Path, total: int) -> float:
     with hub(mqtt_url) as running:
-        dashboards = None
-        if CLIENTS.exists():
-            dashboards = subprocess.Popen(
-                [
-                    "node",
-                    str(CLIENTS),
-                    "--url",
-                    running.url,
-                    "--clients",
-                    str(DASHBOARDS),
-                    "--seconds",
-                    "600",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(2)
+        dashboards = subprocess.Popen(
+            ["node", str(CLIENTS), running.url, str(DASHBOARDS), "websocket"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert dashboards.stdout is not None
+        assert "ready" in dashboards.stdout.readline()
         expected = running.head() + total * 3
         started = time.monotonic()
         publishers = publish(port, lines)
@@ -98,9 +90,8 @@ def hub_rate(mqtt_url: str, port: int, lines: Path, total: int) -> float:
         elapsed = time.monotonic() - (first or started)
         for publisher in publishers:
             publisher.wait(60)
-        if dashboards is not None:
-            dashboards.terminate()
-            dashboards.wait(10)
+        dashboards.terminate()
+        dashboards.wait(10)
     return total / elapsed
 
 

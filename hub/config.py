@@ -58,6 +58,7 @@ class ServerSettings:
     ping_interval: Seconds = 25.0
     ping_timeout: Seconds = 20.0
     shutdown_timeout: Seconds = 10.0
+    websocket_compression: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,10 @@ async def running(settings: Settings, sock: socket.socket | None = None) -> Asyn
         # A websocket message larger than a device payload is refused by the
         # server instead of being read whole (uvicorn's default is 16 MiB).
         ws_max_size=settings.normalize.max_payload_bytes + PACKET_OVERHEAD,
+        # Off by default, as in Node's engine.io: permessage-deflate compresses
+        # every frame once per client (broadcast frames are shared, their
+        # compression is not) and keeps zlib state for every connection.
+        ws_per_message_deflate=settings.server.websocket_compression,
         timeout_graceful_shutdown=max(1, round(settings.server.shutdown_timeout)),
         access_log=False,
     )

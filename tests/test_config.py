@@ -143,6 +143,7 @@ KEYS: list[tuple[str, str, Any]] = [
     ("[broadcast]\ntick = '50ms'", "broadcast.tick", 0.05),
     ("[presence]\noffline_after = '90s'", "presence.offline_after", 90.0),
     ("[log]\nlevel = 'debug'", "log.level", "debug"),
+    ("[server]\nwebsocket_compression = true", "server.websocket_compression", True),
     ("[dashboard]\nstale_after = '30s'", "dashboard.stale_after", 30.0),
 ]
 
