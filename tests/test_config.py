@@ -128,6 +128,7 @@ KEYS: list[tuple[str, str, Any]] = [
     ("[replay]\nmax_concurrent = 2", "replay.max_concurrent", 2),
     ("[replay]\nhub_rate = 5000", "replay.hub_rate", 5000),
     ("[mqtt]\nack = 'on_receipt'", "mqtt.ack", "on_receipt"),
+    ("[mqtt]\nprotocol = '3.1.1'", "mqtt.protocol", "3.1.1"),
     ("[replay]\npage_size = 100", "replay.page_size", 100),
     ("[normalize]\nmax_payload_bytes = 1024", "normalize.max_payload_bytes", 1024),
     ("[normalize]\nmax_depth = 4", "normalize.max_depth", 4),
