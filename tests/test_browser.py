@@ -1,0 +1,344 @@
+"""The dashboard in real Chromium against the real hub: live values, polling,
+a hub restart (replay, and a gap filled from history), admin commands, and
+device strings that stay text."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import socketio
+from playwright.async_api import Browser, Page, Route, expect
+
+from hub.config import AuthSettings, ReplaySettings, Settings
+from tests.brokers import Mosquitto
+from tests.browser import (
+    ARTIFACTS,
+    State,
+    chromium,
+    hub_state,
+    open_dashboard,
+    page_build_problem,
+    series,
+    wait_for_state,
+)
+from tests.hubs import RunningHub, serve_hub
+from tests.test_e2e import post, publish
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    problem = page_build_problem()
+    assert problem is None, problem
+    async with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+async def page(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
+    """A fresh tab; a screenshot in test-artifacts/ when the test failed, and
+    no uncaught error in the page's scripts."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = await context.new_page()
+    tab.set_default_timeout(10_000)
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    failures = request.session.testsfailed
+    yield tab
+    if request.session.testsfailed > failures:
+        ARTIFACTS.mkdir(exist_ok=True)
+        name = request.node.name.replace("/", "_").replace("[", "-").replace("]", "")
+        await tab.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    await context.close()
+    assert not errors, f"the page threw: {errors}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def post_readings(running: RunningHub, device: str, first: int, count: int) -> None:
+    """Readings of metric `n` with device seqs first..first+count-1, 10 ms apart."""
+    base = now_ms() - 60_000
+    for start in range(first, first + count, 500):
+        envelopes = [
+            f'{{"ts": {base + i * 10}, "seq": {i}, "values": {{"n": {i}}}}}'
+            for i in range(start, min(first + count, start + 500))
+        ]
+        status, body = await post(running, device, "[" + ",".join(envelopes) + "]")
+        assert status == 202, body
+
+
+def stored_seqs(settings: Settings, device: str, metric: str) -> list[int]:
+    with sqlite3.connect(settings.storage.path) as db:
+        rows = db.execute(
+            "SELECT seq FROM readings WHERE device_id = ? AND metric = ? ORDER BY ts, seq",
+            (device, metric),
+        ).fetchall()
+    return [seq for (seq,) in rows]
+
+
+def chip(page: Page, device: str, metric: str) -> Any:
+    """The value shown for one metric of one device in the list."""
+    row = page.locator(f'#device-rows tr[data-device="{device}"]')
+    return row.locator(".chip", has=page.locator(".chip-name", has_text=metric)).locator(
+        ".chip-value"
+    )
+
+
+async def test_the_list_shows_devices_from_http_and_mqtt_and_updates_live(
+    settings: Settings, mosquitto: Mosquitto, page: Page
+) -> None:
+    async with serve_hub(settings) as running:
+        await post(running, "http-1", b'{"humidity": 40}')
+        await publish(
+            mosquitto, "devices/mqtt-1/telemetry", b'{"temperature": {"value": 70, "unit": "degF"}}'
+        )
+        await open_dashboard(page, running.url)
+
+        await expect(chip(page, "http-1", "humidity")).to_have_text("40 %RH")
+        await expect(chip(page, "mqtt-1", "temperature")).to_have_text("21.11 °C")
+        row = page.locator('#device-rows tr[data-device="mqtt-1"]')
+        await expect(row.locator(".badge")).to_have_text("online")
+        await expect(page.locator("#conn-state")).to_have_text("connected")
+        await expect(page.locator("#conn-transport")).to_have_text("websocket")
+
+        # Live: new values reach the list without a reload, over both paths.
+        await post(running, "http-1", b'{"humidity": 41.5}')
+        await publish(mosquitto, "devices/mqtt-1/telemetry", b'{"temperature": 22.25}')
+        await expect(chip(page, "http-1", "humidity")).to_have_text("41.5 %RH")
+        await expect(chip(page, "mqtt-1", "temperature")).to_have_text("22.25 °C")
+
+        # Search narrows the list; keyboard opens a device (Tab to the row, Enter).
+        await page.fill("#search", "mqtt")
+        await expect(page.locator("#device-rows tr")).to_have_count(1)
+        await page.fill("#search", "")
+        await expect(page.locator("#device-rows tr")).to_have_count(2)
+        await page.locator('#device-rows tr[data-device="http-1"]').focus()
+        await page.keyboard.press("ArrowDown")
+        await page.keyboard.press("Enter")
+        await expect(page.locator("#detail-title")).to_have_text("mqtt-1")
+        assert page.url.endswith("#device=mqtt-1")
+        chart = page.locator('figure.chart[data-metric="temperature"]')
+        await expect(chart.locator(".chart-unit")).to_have_text("in °C")
+        state = await wait_for_state(
+            page, lambda s: series(s, "temperature")["points"] == 2, what="2 chart points"
+        )
+        assert series(state, "temperature")["values"] == [pytest.approx(21.1111111), 22.25]
+
+        for value in (23, 24, 25):
+            await publish(mosquitto, "devices/mqtt-1/telemetry", f'{{"temperature": {value}}}')
+        state = await wait_for_state(
+            page, lambda s: series(s, "temperature")["points"] == 5, what="5 chart points"
+        )
+        assert series(state, "temperature")["values"][-3:] == [23, 24, 25]
+        await expect(page.locator("#latest-rows")).to_contain_text("25")
+
+
+@pytest.mark.parametrize("forced_by", ["hub", "page"])
+async def test_polling_only_still_updates_and_says_polling(
+    settings: Settings, page: Page, forced_by: str
+) -> None:
+    if forced_by == "hub":
+        settings = replace(settings, server=replace(settings.server, transports=("polling",)))
+    query = "?transport=polling" if forced_by == "page" else ""
+    async with serve_hub(settings) as running:
+        await post(running, "p-1", b'{"battery": 3.3}')
+        await open_dashboard(page, f"{running.url}/{query}")
+        await expect(chip(page, "p-1", "battery")).to_have_text("3.3")
+        await expect(page.locator("#conn-state")).to_have_text("connected")
+        await asyncio.sleep(0.5)  # time enough for an upgrade, were one allowed
+        await expect(page.locator("#conn-transport")).to_have_text("polling")
+        for value in (3.1, 2.9):
+            await post(running, "p-1", f'{{"battery": {value}}}')
+        await expect(chip(page, "p-1", "battery")).to_have_text("2.9")
+        state = await hub_state(page)
+        assert state["connection"]["transport"] == "polling"
+        assert state["devices"]["p-1"]["metrics"]["battery"]["count"] == 2
+
+
+async def test_a_dashboard_token_is_asked_for_and_presented(settings: Settings, page: Page) -> None:
+    settings = replace(settings, auth=AuthSettings(dashboard_token="dash"))
+    async with serve_hub(settings) as running:
+        await post(running, "t-1", b'{"humidity": 50}')
+        await open_dashboard(page, running.url)
+        await expect(page.locator("#conn-state")).to_contain_text("refused")
+        await page.fill("#dashboard-token", "dash")
+        await page.press("#dashboard-token", "Enter")
+        await expect(page.locator("#conn-state")).to_have_text("connected")
+        await post(running, "t-1", b'{"humidity": 51}')
+        await expect(chip(page, "t-1", "humidity")).to_have_text("51 %RH")
+
+
+@pytest.mark.parametrize("outcome", ["replay", "gap"])
+async def test_a_hub_restart_leaves_no_hole_in_the_chart(
+    settings: Settings, page: Page, outcome: str
+) -> None:
+    # A slow replay, so that its progress shows; a small backlog limit for the gap.
+    settings = replace(
+        settings,
+        replay=ReplaySettings(rate=400, burst=50, max_backlog=100 if outcome == "gap" else 100_000),
+    )
+    missed = 500
+
+    def socket_io(url: str) -> bool:
+        return "/socket.io/" in url
+
+    async def refuse(route: Route) -> None:
+        await route.abort("connectionrefused")
+
+    async with serve_hub(settings) as running:
+        port = running.port
+        await post_readings(running, "r1", 0, 50)
+        await open_dashboard(page, f"{running.url}/#device=r1")
+        await wait_for_state(page, lambda s: series(s, "n")["points"] == 50, what="history")
+        await expect(page.locator("#conn-transport")).to_have_text("websocket")
+        await post_readings(running, "r1", 50, 50)
+        await wait_for_state(page, lambda s: series(s, "n")["points"] == 100, what="live")
+        # The page may not reach the hub until told: the readings below are
+        # committed while it is away, whenever it would have come back.
+        await page.route(socket_io, refuse)
+
+    await wait_for_state(
+        page, lambda s: s["connection"]["state"] == "reconnecting", what="reconnecting"
+    )
+    async with serve_hub(settings, port=port) as running:
+        await post_readings(running, "r1", 100, missed)
+        await page.unroute(socket_io, refuse)
+        expected = stored_seqs(settings, "r1", "n")
+        assert len(expected) == 100 + missed
+
+        def whole(state: State) -> bool:
+            return series(state, "n")["seqs"] == expected and not state["connection"]["replay"]
+
+        state = await wait_for_state(page, whole, within=20, what="every stored reading")
+        # ...and live after that.
+        await post_readings(running, "r1", 100 + missed, 5)
+        expected = stored_seqs(settings, "r1", "n")
+        state = await wait_for_state(page, whole, what="the live readings after")
+
+    assert series(state, "n")["values"] == list(range(100 + missed + 5))
+    assert state["cursor"]["seq"] == expected[-1]
+    if outcome == "replay":
+        # The connection bar showed the replay moving, not just its start and end.
+        progress = [t for t in state["bar"] if t.startswith("replaying ")]
+        assert all(t.endswith(f" of {missed}") for t in progress), progress
+        assert any(0 < int(t.split()[1]) < missed for t in progress), progress
+        assert state["replayLog"][0] == f"replaying 0 of {missed}"
+        assert state["replayLog"][-1] == f"replay done: {missed} readings"
+        assert state["stats"]["gaps"] == 0
+    else:
+        assert state["stats"]["gaps"] == 1
+        assert any(t.startswith("gap") and "backlog" in t for t in state["replayLog"])
+
+
+class CommandedDevice:
+    """A device on `/devices` (python-socketio) that answers every command."""
+
+    def __init__(self, url: str, device_id: str) -> None:
+        self.url = url
+        self.device_id = device_id
+        self.commands: list[dict[str, Any]] = []
+        self.client = socketio.AsyncClient(reconnection=False)
+        self.client.on("command", self.on_command, namespace="/devices")
+
+    async def on_command(self, command: dict[str, Any]) -> dict[str, Any]:
+        self.commands.append(command)
+        return {"id": command["id"], "ok": True, "result": {"pong": command["args"]}}
+
+    async def __aenter__(self) -> CommandedDevice:
+        await self.client.connect(
+            self.url,
+            namespaces=["/devices"],
+            auth={"device_id": self.device_id, "token": ""},
+            wait_timeout=10,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.disconnect()
+
+
+async def test_an_admin_sends_a_command_and_sees_the_reply_and_the_rejections(
+    settings: Settings, page: Page
+) -> None:
+    settings = replace(settings, auth=AuthSettings(admin_token="adm"))
+    async with serve_hub(settings) as running, CommandedDevice(running.url, "dev-1") as device:
+        status, _ = await post(running, "dev-1", b'{"pressure": [1]}')
+        assert status == 400
+        await open_dashboard(page, running.url)
+        await page.click("#admin summary")
+        await expect(page.locator("#command-send")).to_be_disabled()
+
+        await page.fill("#admin-token", "wrong")
+        await page.click("#admin-login button[type=submit]")
+        await expect(page.locator("#admin-state")).to_contain_text("refused")
+        await page.fill("#admin-token", "adm")
+        await page.click("#admin-login button[type=submit]")
+        await expect(page.locator("#admin-state")).to_have_text("admin connected")
+
+        await page.fill("#command-device", "dev-1")
+        await page.fill("#command-name", "ping")
+        await page.fill("#command-args", '{"n": 7}')
+        await page.click("#command-send")
+        reply = page.locator("#command-reply")
+        await expect(reply).to_contain_text('"pong"')
+        answer = json.loads(await reply.text_content() or "")
+        assert answer == {"id": device.commands[0]["id"], "ok": True, "result": {"pong": {"n": 7}}}
+        assert [(c["name"], c["args"]) for c in device.commands] == [("ping", {"n": 7})]
+        await expect(page.locator("#command-state")).to_contain_text("ok in")
+
+        rows = page.locator("#rejection-rows tr")
+        await expect(rows).to_have_count(1)
+        await expect(rows.first).to_contain_text("dev-1")
+        await expect(rows.first).to_contain_text("invalid_value")
+        await expect(rows.first).to_contain_text('{"pressure": [1]}')
+        await post(running, "dev-1", b"{not json")
+        await page.click("#rejections-refresh")
+        await expect(rows).to_have_count(2)
+        await expect(rows.first).to_contain_text("invalid_json")
+
+        # The token stays with the tab (sessionStorage): a reload is still unlocked.
+        await page.reload()
+        await page.click("#admin summary")
+        await expect(page.locator("#admin-state")).to_have_text("admin connected")
+
+
+async def test_device_strings_are_shown_as_text_and_run_nothing(
+    settings: Settings, page: Page
+) -> None:
+    settings = replace(settings, auth=AuthSettings(admin_token="adm"))
+    label = "<img src=x onerror=window.__pwned=1><b>bold</b>"
+    async with serve_hub(settings) as running:
+        body = {"temperature": 20, "label": label, "note": {"value": 2, "unit": "<i>u</i>"}}
+        status, answer = await post(running, "x1", json.dumps(body))
+        assert (status, answer["accepted"]) == (202, 2), answer
+        bad = {"comment": "<script>window.__pwned=2</script>", "pressure": [1]}
+        await post(running, "x1", json.dumps(bad))
+        await open_dashboard(page, f"{running.url}/#device=x1")
+        await page.evaluate("sessionStorage.setItem('telemetry-hub.admin-token', 'adm')")
+        await page.reload()
+        await page.click("#admin summary")
+        await expect(page.locator("#rejection-rows tr")).to_have_count(1)
+
+        await expect(page.locator("#attribute-rows")).to_contain_text(label)
+        await expect(page.locator("#attribute-rows")).to_contain_text(bad["comment"])
+        await expect(chip(page, "x1", "note")).to_have_text("2 <i>u</i>")
+        await expect(page.locator('figure.chart[data-metric="note"] .chart-unit')).to_have_text(
+            "in <i>u</i>"
+        )
+        await expect(page.locator("#rejection-rows")).to_contain_text("<script>window.__pwned=2")
+        await asyncio.sleep(0.3)  # an onerror would have fired by now
+        assert await page.evaluate("window.__pwned") is None
+        made = await page.evaluate(
+            "document.querySelectorAll('main img, main b, main i, main script').length"
+        )
+        assert made == 0
