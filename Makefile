@@ -6,6 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 NODE_STAMP := web/node_modules/.installed-stamp
+BENCH_NODE_STAMP := bench/node/node_modules/.installed-stamp
 PAGE       := hub/static/index.html
 WEB_SOURCES := $(wildcard web/index.html web/vite.config.* web/src/* web/src/*/*)
 
@@ -16,7 +17,7 @@ run: setup
 
 test: setup lint pytest
 
-setup: $(STAMP) $(NODE_STAMP) $(PAGE)
+setup: $(STAMP) $(NODE_STAMP) $(BENCH_NODE_STAMP) $(PAGE)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "telemetry-hub needs Python >= 3.11 (set PYTHON=python3.11)")'
@@ -30,6 +31,12 @@ $(NODE_STAMP): web/package.json web/package-lock.json
 	npm ci --prefix web --no-audit --no-fund --loglevel=error
 	touch $(NODE_STAMP)
 
+# The Node.js peers and load of the benchmarks (bench/node), also run by the
+# suite's smoke test.
+$(BENCH_NODE_STAMP): bench/node/package.json bench/node/package-lock.json
+	npm ci --prefix bench/node --no-audit --no-fund --loglevel=error
+	touch $(BENCH_NODE_STAMP)
+
 $(PAGE): $(NODE_STAMP) $(WEB_SOURCES)
 	npm run build --prefix web
 
@@ -41,9 +48,9 @@ lint: setup
 pytest: setup
 	$(PY) -m pytest
 
+# The whole suite, about 15 minutes: a table, and JSON in bench/results/.
 bench: setup
-	$(PY) -m bench.ingest
-	$(PY) -m bench.latency
+	$(PY) -m bench.suite
 
 clean:
-	rm -rf $(VENV) web/node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) web/node_modules bench/node/node_modules .mypy_cache .ruff_cache .pytest_cache

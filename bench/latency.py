@@ -43,25 +43,24 @@ async def measure(url: str, start_sim: Any, seconds: float, warmup: float) -> li
     return latencies
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--readings-per-second", type=float, default=1000.0)
-    parser.add_argument("--devices", type=int, default=10)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--warmup", type=float, default=3.0)
-    args = parser.parse_args()
-    rate = args.readings_per_second / 3 / args.devices  # 3 metrics per message
+def measure_rate(
+    readings_per_second: float, devices: int = 10, seconds: float = 20.0, warmup: float = 3.0
+) -> list[float]:
+    """Latencies (ms) of every reading a dashboard got over `seconds`, on a
+    fresh broker and hub, with `devices` simulated devices sending 3 metrics
+    per message at `readings_per_second` in all."""
+    rate = readings_per_second / 3 / devices
     with broker() as mosquitto, hub(mosquitto.url) as running:
 
         def start_sim() -> Any:
             return simulator(
                 [
                     "--devices",
-                    str(args.devices),
+                    str(devices),
                     "--rate",
                     f"{rate:.4f}",
                     "--duration",
-                    str(args.warmup + args.seconds + 1),
+                    str(warmup + seconds + 1),
                     "--protocol",
                     "mqtt",
                     "--broker",
@@ -71,7 +70,18 @@ def main() -> None:
                 ]
             )
 
-        latencies = asyncio.run(measure(running.url, start_sim, args.seconds, args.warmup))
+        return asyncio.run(measure(running.url, start_sim, seconds, warmup))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--readings-per-second", type=float, default=1000.0)
+    parser.add_argument("--devices", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    args = parser.parse_args()
+    latencies = measure_rate(args.readings_per_second, args.devices, args.seconds, args.warmup)
+    rate = args.readings_per_second / 3 / args.devices
     print(f"machine: {machine()}")
     print(
         f"rate: {args.readings_per_second:,.0f} readings/s ({args.devices} devices x "

@@ -4,7 +4,9 @@ live latency during a reconnect storm.
     python -m bench.replay [--backlog 100000] [--storm 200] [--behind 5000]
 
 A. One dashboard reconnects `--backlog` readings behind, on a hub with no
-   replay limit: readings/s from store to client (subscribe to `replay` end).
+   replay limit: readings/s from store to client (subscribe to `replay` end),
+   against a raw SQLite `SELECT` of the same rows from the same file (the
+   hub's replay query, all rows fetched by Python's sqlite3, best of 3).
 B. The same at `replay.rate = 2000`: the achieved rate.
 C. Live traffic of 1,000 readings/s (telemetry-sim over MQTT) watched by 5
    connected dashboards; latency idle for 10 s, then while `--storm`
@@ -18,11 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -57,7 +62,11 @@ async def epoch_and_head(url: str) -> tuple[str, int]:
 class Replaying:
     """One dashboard reconnecting with a cursor; records its replay."""
 
-    def __init__(self, url: str, epoch: str, seq: int) -> None:
+    def __init__(self, url: str, epoch: str, seq: int, expect: int | None = None) -> None:
+        # Done at the `replay` end, or once `expect` readings arrived: readings
+        # committed but not yet broadcast when it subscribed come after the
+        # end, as live ones.
+        self.expect = expect
         self.url = url
         self.cursor = {"epoch": epoch, "seq": seq}
         self.client = socketio.AsyncClient(reconnection=False)
@@ -73,9 +82,12 @@ class Replaying:
         if not self.done.is_set():
             self.received += len(frame["readings"])
             self.arrivals.append((time.monotonic(), self.received))
+            if self.expect is not None and self.received >= self.expect:
+                self.ended = time.monotonic()
+                self.done.set()
 
     def _replay(self, event: dict[str, Any]) -> None:
-        if event["state"] == "end":
+        if event["state"] == "end" and self.expect is None:
             self.ended = time.monotonic()
             self.done.set()
 
@@ -89,7 +101,7 @@ class Replaying:
         )
         self.started = time.monotonic()
         await self.client.call("subscribe", {"devices": ["*"]}, namespace=DASHBOARD, timeout=60)
-        await self.done.wait()
+        await asyncio.wait_for(self.done.wait(), STORM_TIMEOUT)
 
     async def close(self) -> None:
         await self.client.disconnect()
@@ -99,7 +111,7 @@ async def replay_rate(url: str, backlog: int, burst: int) -> tuple[float, float,
     """Overall readings/s, and the steady rate once the burst is spent."""
     await prefill(url, backlog)
     epoch, head = await epoch_and_head(url)
-    one = Replaying(url, epoch, head - backlog)
+    one = Replaying(url, epoch, head - backlog, expect=backlog)
     await one.run()
     await one.close()
     overall = one.received / (one.ended - one.started)
@@ -108,6 +120,43 @@ async def replay_rate(url: str, backlog: int, burst: int) -> tuple[float, float,
     (t0, n0), (t1, n1) = within_burst[-1], one.arrivals[-1]
     steady = (n1 - n0) / (t1 - t0) if t1 > t0 else overall
     return overall, steady, one.received
+
+
+UNLIMITED = {
+    "REPLAY__RATE": "100000000",
+    "REPLAY__BURST": "100000000",
+    "REPLAY__HUB_RATE": "100000000",
+    "REPLAY__PAGE_SIZE": "2000",
+    "REPLAY__MAX_BACKLOG": "10000000",
+}
+
+
+def select_rate(db: Path, after: int) -> tuple[float, int]:
+    """Readings/s of a raw SELECT of what a replay after `after` sends (the
+    hub's replay query, every row fetched), best of 3; and the row count."""
+    best, rows = 0.0, 0
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
+        for _ in range(3):
+            started = time.perf_counter()
+            rows = len(
+                connection.execute(
+                    "SELECT seq, device_id, metric, ts, value, unit FROM readings "
+                    "WHERE seq > ? ORDER BY seq",
+                    (after,),
+                ).fetchall()
+            )
+            best = max(best, rows / (time.perf_counter() - started))
+    return best, rows
+
+
+def replay_against_select(mqtt_url: str, backlog: int) -> dict[str, float]:
+    """A: unlimited replay of `backlog` readings ÷ a raw SELECT of them."""
+    with hub(mqtt_url, **UNLIMITED) as running:
+        rate, _, count = asyncio.run(replay_rate(running.url, backlog, 0))
+        select, rows = select_rate(running.db, running.head() - backlog)
+    if rows != count:
+        raise RuntimeError(f"replay sent {count:,} readings, the SELECT found {rows:,}")
+    return {"replay_per_s": rate, "select_per_s": select, "readings": count}
 
 
 class Watcher:
@@ -233,13 +282,6 @@ def main() -> None:
     parser.add_argument("--storm-only", action="store_true", help="skip A and B")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    unlimited = {
-        "REPLAY__RATE": "100000000",
-        "REPLAY__BURST": "100000000",
-        "REPLAY__HUB_RATE": "100000000",
-        "REPLAY__PAGE_SIZE": "2000",
-        "REPLAY__MAX_BACKLOG": "10000000",
-    }
     with broker() as mosquitto:
         if args.storm_only:
             with hub(
@@ -248,9 +290,12 @@ def main() -> None:
                 result = asyncio.run(storm(running.url, mosquitto.url, args.storm, args.behind))
             report_storm(args, result)
             return
-        with hub(mosquitto.url, **unlimited) as running:
-            rate, _, count = asyncio.run(replay_rate(running.url, args.backlog, 0))
-        print(f"A. replay, no rate limit: {rate:,.0f} readings/s ({count:,} readings)")
+        a = replay_against_select(mosquitto.url, args.backlog)
+        print(
+            f"A. replay, no rate limit: {a['replay_per_s']:,.0f} readings/s; raw SQLite "
+            f"SELECT of the same {a['readings']:,} rows: {a['select_per_s']:,.0f} rows/s; "
+            f"ratio {a['replay_per_s'] / a['select_per_s']:.2f}"
+        )
         with hub(mosquitto.url, REPLAY__RATE="2000", REPLAY__BURST="2000") as running:
             rate, steady, count = asyncio.run(replay_rate(running.url, args.limited_backlog, 2000))
         print(

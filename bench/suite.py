@@ -1,0 +1,272 @@
+"""The benchmark suite (`make bench`): every figure of docs/performance.md,
+measured side by side in one run on this machine, each against its baseline.
+
+    python -m bench.suite                   # the full suite: about 15 minutes
+    python -m bench.suite --smoke           # short runs of everything (CI)
+    python -m bench.suite --only fanout,latency
+
+It prints a table and writes the figures, with every step behind them, to
+`bench/results/suite-<time>.json` (and `bench/results/suite.json`). Ratios
+are the figure ÷ its baseline, both measured in this run: the machines are
+shared and noisy, so absolute figures from different runs do not compare.
+Targets are reported, not enforced; a smoke run's ratios mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import fanout, ingest_ratio, latency, memory, replay
+from bench.harness import ROOT, broker, machine, percentile
+
+RESULTS = ROOT / "bench" / "results"
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One line of the table."""
+
+    name: str
+    value: float
+    unit: str
+    baseline: str = ""  # what the value is divided by, when it has one
+    baseline_value: float | None = None
+    target: str = ""  # e.g. ">= 0.6", on the ratio if there is one, else on the value
+    met: bool | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline_value is None:
+            return None
+        return self.value / self.baseline_value if self.baseline_value else float("nan")
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """How much of everything a run does."""
+
+    ingest_messages: int
+    fanout: fanout.Options
+    latency_seconds: float
+    latency_warmup: float
+    replay_backlog: int
+    memory_connections: int
+    memory_stall: float
+
+
+FULL = Sizes(
+    ingest_messages=200_000,
+    fanout=fanout.Options(),
+    latency_seconds=20.0,
+    latency_warmup=3.0,
+    replay_backlog=100_000,
+    memory_connections=1000,
+    memory_stall=60.0,
+)
+SMOKE = Sizes(
+    ingest_messages=4_000,
+    fanout=fanout.SMOKE,
+    latency_seconds=3.0,
+    latency_warmup=1.0,
+    replay_backlog=5_000,
+    memory_connections=50,
+    memory_stall=3.0,
+)
+
+
+def at_least(value: float | None, target: float) -> bool | None:
+    return None if value is None else value >= target
+
+
+def at_most(value: float | None, target: float) -> bool | None:
+    return None if value is None else value <= target
+
+
+# -- the parts: each returns its figures and the details behind them --------------
+
+
+def ingest_part(sizes: Sizes) -> tuple[list[Figure], dict[str, Any]]:
+    result = ingest_ratio.measure(sizes.ingest_messages)
+    figure = Figure(
+        "ingest: hub MQTT QoS 1, stored + acked + 10 dashboards (msg/s)",
+        result["hub_msg_s"],
+        "msg/s",
+        "bare paho-mqtt subscriber",
+        result["paho_msg_s"],
+    )
+    figure = _judged(figure, at_least(figure.ratio, 0.6), ">= 0.6")
+    return [figure], result
+
+
+def fanout_part(sizes: Sizes) -> tuple[list[Figure], dict[str, Any]]:
+    result = fanout.fanout(sizes.fanout)
+    print(fanout.summary(result), flush=True)
+    f = result["figures"]
+    hub = "fan-out: hub, 100 websocket dashboards, p99 < 100 ms (readings/s delivered)"
+    per_reading = Figure(
+        hub, f["hub_websocket"], "readings/s", "Node, one emit per reading", f["per_reading"]
+    )
+    batching = Figure(
+        hub, f["hub_websocket"], "readings/s", "Node, one frame per 20 ms tick", f["batching"]
+    )
+    polling = Figure(
+        "polling: hub, 100 polling-only dashboards (readings/s delivered)",
+        f["hub_polling"],
+        "readings/s",
+        "the hub's websocket figure",
+        f["hub_websocket"],
+    )
+    return [
+        _judged(per_reading, at_least(per_reading.ratio, 3.0), ">= 3.0"),
+        _judged(batching, at_least(batching.ratio, 0.5), ">= 0.5"),
+        _judged(polling, at_least(polling.ratio, 0.5), ">= 0.5"),
+    ], result
+
+
+def latency_part(sizes: Sizes) -> tuple[list[Figure], dict[str, Any]]:
+    figures: list[Figure] = []
+    details: dict[str, Any] = {}
+    for rate in (1000, 5000):
+        latencies = latency.measure_rate(
+            rate, seconds=sizes.latency_seconds, warmup=sizes.latency_warmup
+        )
+        p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+        details[str(rate)] = {
+            "readings": len(latencies),
+            "expected": rate * sizes.latency_seconds,
+            "p50": p50,
+            "p90": percentile(latencies, 0.9),
+            "p99": p99,
+            "max": max(latencies),
+        }
+        figures.append(Figure(f"latency at {rate:,} readings/s: p50 (ms)", p50, "ms"))
+        p99_figure = Figure(f"latency at {rate:,} readings/s: p99 (ms)", p99, "ms")
+        if rate == 1000:
+            p99_figure = _judged(p99_figure, at_most(p99, 50.0), "<= 50 ms")
+        figures.append(p99_figure)
+    return figures, details
+
+
+def replay_part(sizes: Sizes) -> tuple[list[Figure], dict[str, Any]]:
+    with broker() as mosquitto:
+        result = replay.replay_against_select(mosquitto.url, sizes.replay_backlog)
+    figure = Figure(
+        f"replay, no rate limit, {result['readings']:,.0f} readings (readings/s)",
+        result["replay_per_s"],
+        "readings/s",
+        "raw SQLite SELECT of the same rows",
+        result["select_per_s"],
+    )
+    return [figure], result
+
+
+def memory_part(sizes: Sizes) -> tuple[list[Figure], dict[str, Any]]:
+    result = memory.measure(sizes.memory_connections, sizes.memory_stall)
+    idle = Figure(
+        f"memory: hub RSS per idle dashboard, {sizes.memory_connections:,} connections (KB)",
+        result["kb_per_idle_connection"],
+        "KB",
+    )
+    stalled = Figure(
+        f"memory: RSS growth, one dashboard stalled {sizes.memory_stall:g} s (MB)",
+        result["stalled_growth_mb"],
+        "MB",
+    )
+    return [
+        _judged(idle, at_most(idle.value, 50.0), "<= 50 KB"),
+        _judged(stalled, at_most(stalled.value, 20.0), "<= 20 MB"),
+    ], result
+
+
+def _judged(figure: Figure, met: bool | None, target: str) -> Figure:
+    return Figure(**{**asdict(figure), "met": met, "target": target})
+
+
+PARTS: dict[str, Callable[[Sizes], tuple[list[Figure], dict[str, Any]]]] = {
+    "ingest": ingest_part,
+    "fanout": fanout_part,
+    "latency": latency_part,
+    "replay": replay_part,
+    "memory": memory_part,
+}
+
+
+# -- the table ----------------------------------------------------------------------
+
+
+def table(figures: list[Figure]) -> str:
+    lines = [
+        "| figure | value | baseline | baseline value | ratio | target | met |",
+        "|---|---:|---|---:|---:|---|---|",
+    ]
+    for f in figures:
+        ratio = "" if f.ratio is None else f"{f.ratio:.2f}"
+        base = "" if f.baseline_value is None else _number(f.baseline_value)
+        met = {None: "", True: "yes", False: "no"}[f.met]
+        lines.append(
+            f"| {f.name} | {_number(f.value)} | {f.baseline} | {base} | {ratio} | "
+            f"{f.target} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
+
+
+def run(parts: list[str], sizes: Sizes) -> dict[str, Any]:
+    figures: list[Figure] = []
+    details: dict[str, Any] = {}
+    started = time.time()
+    for name in parts:
+        print(f"\n== {name}", flush=True)
+        part_started = time.monotonic()
+        found, details[name] = PARTS[name](sizes)
+        figures.extend(found)
+        print(f"({name}: {time.monotonic() - part_started:.0f} s)", flush=True)
+    return {
+        "machine": machine(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "seconds": round(time.time() - started),
+        "figures": [{**asdict(f), "ratio": f.ratio} for f in figures],
+        "details": details,
+        "table": table(figures),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="short runs of everything")
+    parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts")
+    parser.add_argument("--json", type=Path, help="write the result here (default bench/results)")
+    args = parser.parse_args()
+    parts = [p for p in args.only.split(",") if p]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        parser.error(f"unknown part(s) {unknown}; the parts are {', '.join(PARTS)}")
+    result = run(parts, SMOKE if args.smoke else FULL)
+    print(f"\nmachine: {result['machine']}; {result['seconds']} s in all\n")
+    print(result["table"])
+    text = json.dumps(result, indent=2, default=str)
+    if args.json:
+        args.json.write_text(text)
+    else:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
+        (RESULTS / f"suite-{stamp}.json").write_text(text)
+        (RESULTS / "suite.json").write_text(text)
+    # Memory growth may well be 0 MB; any other figure of 0 means nothing passed.
+    empty = [f["name"] for f in result["figures"] if not f["value"] and f["unit"] != "MB"]
+    if empty:
+        sys.exit(f"no figure for: {'; '.join(empty)}")
+
+
+if __name__ == "__main__":
+    main()
