@@ -148,9 +148,15 @@ def api(
             rows = await store.readings(device_id, metric, start, end, limit)
             body["readings"] = [r.to_wire() for r in rows]
         else:
-            buckets = await store.buckets(device_id, metric, start, end, bucket_ms, limit)
+            # Buckets carry no seqs: `through` says which readings they count,
+            # so that a live view adds only the ones after it.
+            through = store.head
+            buckets = await store.buckets(
+                device_id, metric, start, end, bucket_ms, limit, through=through
+            )
             body["bucket"] = bucket
             body["buckets"] = [b.to_wire() for b in buckets]
+            body["through"] = through
         return jsonify(body), 200
 
     return blueprint

@@ -281,6 +281,19 @@ async def test_readings_api_raw_and_bucketed(settings: Settings) -> None:
             {"ts": base + 60_000, "min": 3.0, "max": 5.0, "mean": 4.0, "count": 3},
             {"ts": base + 120_000, "min": 6.0, "max": 8.0, "mean": 7.0, "count": 3},
         ]
+        # `through`: the buckets count exactly the readings up to that seq.
+        store = running.hub.store
+        assert bucketed["through"] == store.head
+        late = f'{{"ts": {base + 10_000}, "seq": 9, "values": {{"temperature": 100}}}}'
+        assert (await post(running, "api-1", late))[0] == 202
+        status, after = await get(
+            running, f"/api/devices/api-1/readings?metric=temperature&from={base}&bucket=1m"
+        )
+        assert (after["through"], after["buckets"][0]["count"]) == (bucketed["through"] + 1, 4)
+        kept = await store.buckets(
+            "api-1", "temperature", base, None, 60_000, 10, through=after["through"] - 1
+        )
+        assert [b.to_wire() for b in kept] == bucketed["buckets"]
         for query, fragment in [
             ("", "metric"),
             ("?metric=temperature&from=yesterday", "from"),

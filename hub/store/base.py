@@ -51,8 +51,10 @@ class Store(Protocol):
         end: int | None,
         bucket_ms: int,
         limit: int,
+        through: int | None = None,
     ) -> list[Bucket]:
-        """min/max/mean/count per `bucket_ms`, aligned to the epoch, oldest first."""
+        """min/max/mean/count per `bucket_ms`, aligned to the epoch, oldest
+        first; of the readings up to seq `through` when given."""
 
     @property
     def purged_through(self) -> int:

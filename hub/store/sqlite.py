@@ -187,6 +187,7 @@ class SqliteStore:
         end: int | None,
         bucket_ms: int,
         limit: int,
+        through: int | None = None,
     ) -> list[Bucket]:
         lower = start if start is not None else -(2**62)
         upper = end if end is not None else 2**62
@@ -194,8 +195,16 @@ class SqliteStore:
         rows = await self._fetch(
             "SELECT (ts / :b) * :b AS bucket, min(value), max(value), avg(value), count(*) "
             "FROM readings WHERE device_id = :d AND metric = :m AND ts BETWEEN :lo AND :hi "
-            f"GROUP BY bucket ORDER BY bucket {order} LIMIT :limit",
-            {"b": bucket_ms, "d": device_id, "m": metric, "lo": lower, "hi": upper, "limit": limit},
+            f"AND seq <= :s GROUP BY bucket ORDER BY bucket {order} LIMIT :limit",
+            {
+                "b": bucket_ms,
+                "d": device_id,
+                "m": metric,
+                "lo": lower,
+                "hi": upper,
+                "s": 2**62 if through is None else through,
+                "limit": limit,
+            },
         )
         buckets = [Bucket(int(b), mn, mx, mean, int(n)) for b, mn, mx, mean, n in rows]
         return buckets if start is not None else buckets[::-1]

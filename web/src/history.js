@@ -29,8 +29,9 @@ export function newSeries(range) {
 
 /**
  * The stored history of one metric over `range`, ending now, as a series that
- * live readings can extend. `knownSeq` is the page's cursor when it asked:
- * for buckets (which carry no seqs) it marks the readings already counted.
+ * live readings can extend. Buckets carry no seqs: the hub says up to which
+ * seq they count (`through`), and live readings up to it are skipped.
+ * `knownSeq`, the page's cursor when it asked, stands in if it does not.
  */
 export async function loadSeries(deviceId, metric, range, { now, knownSeq, signal }) {
   const series = newSeries(range);
@@ -44,7 +45,8 @@ export async function loadSeries(deviceId, metric, range, { now, knownSeq, signa
       bucket: range.bucket,
       signal,
     });
-    series.load(answer.buckets, knownSeq);
+    // The buckets count every reading up to `through` (older hubs: the cursor).
+    series.load(answer.buckets, answer.through ?? knownSeq);
     return { series, unit: answer.unit };
   }
   // The latest readings (not the first ones after `from`), then the window.
