@@ -342,3 +342,137 @@ async def test_device_strings_are_shown_as_text_and_run_nothing(
             "document.querySelectorAll('main img, main b, main i, main script').length"
         )
         assert made == 0
+
+
+async def test_history_ranges_draw_buckets_and_count_a_live_reading_once(
+    settings: Settings, page: Page
+) -> None:
+    async with serve_hub(settings) as running:
+        # Two hours of history, a reading a minute.
+        now = now_ms()
+        envelopes = [
+            f'{{"ts": {now - (119 - i) * 60_000}, "seq": {i}, "values": {{"n": {i}}}}}'
+            for i in range(120)
+        ]
+        status, _ = await post(running, "h1", "[" + ",".join(envelopes) + "]")
+        assert status == 202
+        await open_dashboard(page, f"{running.url}/#device=h1")
+
+        def loaded(state: State) -> bool:
+            return state["open"]["range"] != "live" and not series(state, "n")["loading"]
+
+        # Live 5 min: the raw readings of the last five minutes.
+        state = await wait_for_state(
+            page, lambda s: series(s, "n")["points"] >= 5 and not series(s, "n")["loading"]
+        )
+        assert series(state, "n")["values"][-5:] == [115, 116, 117, 118, 119]
+        assert series(state, "n")["counts"] is None
+
+        # 1 h, chosen with the keyboard: 10 s buckets, one reading in each here.
+        one_hour = page.locator('#ranges button[data-range="1h"]')
+        await one_hour.focus()
+        await page.keyboard.press("Enter")
+        await expect(one_hour).to_have_attribute("aria-pressed", "true")
+        assert page.url.endswith("#device=h1&range=1h")
+        state = await wait_for_state(page, loaded, what="the 1 h buckets")
+        counts = series(state, "n")["counts"]
+        assert sum(counts) in (60, 61), counts
+        assert set(counts) == {1}, counts
+        assert series(state, "n")["values"][-1] == 119
+
+        # A live reading lands in the last bucket, counted once.
+        await post(running, "h1", f'{{"ts": {now_ms()}, "seq": 120, "values": {{"n": 500}}}}')
+        state = await wait_for_state(
+            page, lambda s: sum(series(s, "n")["counts"]) == sum(counts) + 1, what="live bucket"
+        )
+        # (in a bucket of its own, or in the one of the last stored reading, 119)
+        last = (series(state, "n")["counts"][-1], series(state, "n")["values"][-1])
+        assert last in ((1, 500), (2, (119 + 500) / 2)), last
+
+        # 7 d: the whole history in a handful of 30 min buckets.
+        await page.click('#ranges button[data-range="7d"]')
+        state = await wait_for_state(
+            page, lambda s: loaded(s) and s["open"]["range"] == "7d", what="the 7 d buckets"
+        )
+        counts = series(state, "n")["counts"]
+        assert sum(counts) == 121, counts
+        assert len(counts) <= 6, counts
+        await expect(page.locator("#range-note")).to_contain_text("30m buckets")
+
+
+async def test_stale_and_offline_devices_say_so(
+    settings: Settings, mosquitto: Mosquitto, page: Page
+) -> None:
+    settings = replace(settings, dashboard=replace(settings.dashboard, stale_after=1.5))
+    async with serve_hub(settings) as running:
+        await post(running, "quiet-1", b'{"humidity": 40}')
+        await publish(mosquitto, "devices/radio-1/status", "online", retain=True)
+        await publish(mosquitto, "devices/radio-1/telemetry", b'{"humidity": 41}')
+        await open_dashboard(page, running.url)
+        quiet = page.locator('#device-rows tr[data-device="quiet-1"] .badge')
+        radio = page.locator('#device-rows tr[data-device="radio-1"] .badge')
+        await expect(quiet).to_have_text("online")
+        # No data for longer than stale_after: stale, until it sends again.
+        await expect(quiet).to_have_text("stale", timeout=5_000)
+        await post(running, "quiet-1", b'{"humidity": 42}')
+        await expect(quiet).to_have_text("online")
+        # A device that says it went away is offline at once.
+        await publish(mosquitto, "devices/radio-1/status", "offline", retain=True)
+        await expect(radio).to_have_text("offline")
+        await expect(page.locator('#device-rows tr[data-device="radio-1"] .seen')).not_to_be_empty()
+
+
+async def test_a_phone_width_stacks_list_and_device_without_sideways_scrolling(
+    settings: Settings, page: Page
+) -> None:
+    await page.set_viewport_size({"width": 390, "height": 844})
+    async with serve_hub(settings) as running:
+        body = {"temperature": 21.5, "humidity": 40, "pressure": 101_325, "label": "x" * 80}
+        await post(running, "phone-with-a-rather-long-device-identifier", json.dumps(body))
+        await open_dashboard(page, running.url)
+        row = page.locator("#device-rows tr").first
+        await expect(row).to_be_visible()
+        await expect(page.locator("#detail-title")).to_be_hidden()
+
+        async def sideways() -> int:
+            width: int = await page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            return width
+
+        assert await sideways() == 0
+        await row.click()
+        await expect(page.locator("#detail-title")).to_be_visible()
+        await expect(page.locator("#detail-title")).to_be_focused()
+        await expect(page.locator("#list")).to_be_hidden()
+        await wait_for_state(page, lambda s: series(s, "temperature")["points"] == 1)
+        chart = page.locator('figure.chart[data-metric="temperature"]')
+        box = await chart.bounding_box()
+        assert box is not None
+        assert 0 <= box["x"] <= box["x"] + box["width"] <= 390, box
+        assert await sideways() == 0
+        await page.click("#detail-back")
+        await expect(row).to_be_visible()
+        await expect(row).to_be_focused()
+
+
+async def test_a_recreated_store_resets_the_page_to_what_the_new_one_holds(
+    settings: Settings, page: Page
+) -> None:
+    async with serve_hub(settings) as running:
+        port = running.port
+        await post(running, "old-1", b'{"humidity": 40}')
+        await open_dashboard(page, running.url)
+        await expect(chip(page, "old-1", "humidity")).to_have_text("40 %RH")
+        before = await hub_state(page)
+
+    # The same address, a new store (a new epoch): the old seqs mean nothing.
+    fresh = replace(settings, storage=replace(settings.storage, path=settings.storage.path + "-2"))
+    async with serve_hub(fresh, port=port) as running:
+        await post(running, "new-1", b'{"humidity": 50}')
+        await expect(chip(page, "new-1", "humidity")).to_have_text("50 %RH", timeout=15_000)
+        await expect(page.locator('#device-rows tr[data-device="old-1"]')).to_have_count(0)
+        state = await hub_state(page)
+        assert state["cursor"]["epoch"] != before["cursor"]["epoch"]
+        assert state["stats"]["resets"] == 1
+        assert list(state["devices"]) == ["new-1"]

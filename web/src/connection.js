@@ -64,7 +64,11 @@ export class Connection {
       store.setConnection({ state: "connected", attempt: 0, error: null });
       socket.emit("subscribe", { devices: ["*"] }, (ack) => {
         if (!ack || typeof ack.epoch !== "string") {
-          store.setConnection({ error: (ack && ack.error) || "subscribe refused" });
+          // Connected but given nothing: say so in the bar, not only in state.
+          store.setConnection({
+            state: "refused",
+            error: (ack && ack.error) || "subscribe got no answer",
+          });
           return;
         }
         store.subscribed(ack);

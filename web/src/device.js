@@ -289,6 +289,7 @@ export class DeviceView {
         ts: [...m.series.ts],
         seqs: m.series.seq ? [...m.series.seq] : null,
         values: m.series.value ? [...m.series.value] : [...m.series.mean],
+        counts: m.series.count ? [...m.series.count] : null, // buckets only
       };
     }
     return { device: this.deviceId, range: this.range.id, series };

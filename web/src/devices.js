@@ -133,6 +133,12 @@ export class DeviceList {
       this.shownKey = key;
       this.shown = ids;
       this.el.rows.replaceChildren(...ids.map((id) => this.row(store.devices.get(id)).tr));
+      for (const [id, row] of this.rows) {
+        if (store.devices.has(id)) continue;
+        this.visibility.unobserve(row.tr);
+        this.visible.delete(id);
+        this.rows.delete(id);
+      }
     }
     const total = store.devices.size;
     setText(this.el.count, ids.length === total ? `${total}` : `${ids.length} of ${total}`);
@@ -175,6 +181,6 @@ export class DeviceList {
 function matches(device, needle) {
   if (device.id.toLowerCase().includes(needle)) return true;
   if (device.group && device.group.toLowerCase().includes(needle)) return true;
-  for (const name of device.metrics.keys()) if (name.includes(needle)) return true;
+  for (const name of device.metrics.keys()) if (name.toLowerCase().includes(needle)) return true;
   return false;
 }

@@ -41,6 +41,7 @@ export class Store {
     this.devices = new Map();
     this.version = 0; // bumped when devices or groups come or go: the list re-sorts
     this.unknown = false; // readings from a device /api/devices has not described yet
+    this.pruneOnLoad = false; // after an epoch change: drop devices the new store lacks
     this.pending = [];
     this.pendingCount = 0;
     this.conn = { state: "connecting", transport: null, attempt: 0, error: null, replay: null };
@@ -98,6 +99,8 @@ export class Store {
       for (const device of this.devices.values()) {
         for (const metric of device.metrics.values()) metric.lastSeq = null;
       }
+      // The next device list says which devices the new store knows.
+      this.pruneOnLoad = true;
       this.say("the hub's store was recreated: history reloaded");
       this.onReset();
     }
@@ -161,6 +164,13 @@ export class Store {
 
   /** `/api/devices`: group, presence, attributes, and latest values we lack. */
   loadDevices(list) {
+    if (this.pruneOnLoad) {
+      this.pruneOnLoad = false;
+      const known = new Set(list.map((d) => d.device_id));
+      // (A device that sends again is added back by its readings.)
+      for (const id of [...this.devices.keys()]) if (!known.has(id)) this.devices.delete(id);
+      this.version += 1;
+    }
     for (const d of list) {
       const device = this.device(d.device_id, true);
       if (device.group !== (d.group ?? null)) {
