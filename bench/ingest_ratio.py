@@ -24,6 +24,7 @@ from bench.harness import ROOT, broker, hub, machine
 
 PUBLISHERS = 4
 DASHBOARDS = 10
+STALL_TIMEOUT = 30.0  # s without a new reading stored: the run failed
 CLIENTS = ROOT / "bench" / "node" / "clients.js"
 
 
@@ -83,9 +84,17 @@ def hub_rate(mqtt_url: str, port: int, lines: Path, total: int) -> float:
         started = time.monotonic()
         publishers = publish(port, lines)
         first = None
-        while running.head() < expected:
-            if first is None and running.head() > expected - total * 3:
+        stalled_since, seen = time.monotonic(), running.head()
+        while (head := running.head()) < expected:
+            if first is None and head > expected - total * 3:
                 first = time.monotonic()
+            if head != seen:
+                stalled_since, seen = time.monotonic(), head
+            elif time.monotonic() - stalled_since > STALL_TIMEOUT:
+                raise RuntimeError(
+                    f"the hub stored {(head - expected) // 3 + total:,} of {total:,} messages "
+                    f"and nothing more for {STALL_TIMEOUT:g} s"
+                )
             time.sleep(0.02)
         elapsed = time.monotonic() - (first or started)
         for publisher in publishers:

@@ -35,6 +35,7 @@ class Mosquitto:
     directory: Path
     port: int
     extra_config: str = ""
+    max_queued: int = 100_000  # messages kept per client session (0: no limit)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -47,7 +48,7 @@ class Mosquitto:
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
-            "max_queued_messages 100000\n"
+            f"max_queued_messages {self.max_queued}\n"
             f"persistence_location {self.directory}/\n"
             f"{self.extra_config}\n"
         )

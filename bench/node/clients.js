@@ -13,6 +13,7 @@
 // p90, p99, max, histogram: {ms: count}} (per_second is per client).
 "use strict";
 
+const http = require("node:http");
 const readline = require("node:readline");
 const { io } = require("socket.io-client");
 
@@ -31,7 +32,10 @@ const clients = [];
 for (let i = 0; i < count; i++) {
   const client = { received: 0, last: 0, connected: false };
   // forceNew: without it every io() to the same URL shares one connection.
-  const socket = io(`${url}/dashboard`, { transports: [transport], forceNew: true, reconnection: false });
+  // Polling keeps its HTTP connections alive, as browsers do (Node's
+  // engine.io-client otherwise opens a new TCP connection for every request).
+  const agent = transport === "polling" ? new http.Agent({ keepAlive: true }) : false;
+  const socket = io(`${url}/dashboard`, { transports: [transport], forceNew: true, reconnection: false, agent });
   const take = (readings) => {
     const now = Date.now();
     for (const reading of readings) {
