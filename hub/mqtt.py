@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -52,8 +52,7 @@ class MqttState(StrEnum):
     DISCONNECTED = "disconnected"
 
 
-@dataclass(frozen=True, slots=True)
-class MqttMessage:
+class MqttMessage(NamedTuple):  # (a named tuple: built once per message, and cheaply)
     topic: str
     payload: bytes
     qos: int
@@ -220,7 +219,7 @@ class MqttConnection:
     # -- the connection -----------------------------------------------------
 
     def _make_client(self) -> paho.Client:
-        client = paho.Client(
+        client = _Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.settings.client_id,
             protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
@@ -435,8 +434,16 @@ class MqttConnection:
 
     def _resume_reading(self) -> None:
         self._paused = False
-        if self._sock is not None:
-            self._watch_reads(self._sock)
+        sock = self._sock
+        if sock is not None:
+            self._watch_reads(sock)
+            if isinstance(sock, _BufferedReads) and sock.buffered:
+                # Read from the socket before the pause but not yet parsed: the
+                # selector will not report those bytes again, so without this
+                # they would wait for the broker's next packet (a keepalive
+                # PINGRESP: up to a minute).
+                assert self._loop is not None
+                self._loop.call_soon(self._read)
 
     def _drop_socket(self) -> None:
         """Close paho's socket through paho, so its state and ours agree."""
@@ -447,6 +454,43 @@ class MqttConnection:
         if self._sock is not None:
             self._client._sock_close()  # a dead socket: close without the goodbye
         self._sock = None
+
+
+class _Client(paho.Client):
+    """paho's client, with a fast path for the PUBLISH packets devices send.
+
+    For every MQTT 5 PUBLISH, paho builds a `Properties` object (measured
+    here: 18.8 µs to decode a PUBLISH, against 2.0 µs for the same message
+    over MQTT 3.1.1) and walks its matcher of per-topic callbacks, which the
+    hub never registers (4 µs). A QoS 0 or 1 PUBLISH without properties is
+    decoded here instead and handed straight to `on_message`; anything else
+    (QoS 2, properties, a topic alias) goes through paho as before.
+    """
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        header: int = self._in_packet["command"]
+        packet: bytearray = self._in_packet["packet"]
+        qos = (header & 0x06) >> 1
+        on_message = self.on_message
+        properties = 1 if self._protocol == MQTTProtocolVersion.MQTTv5 else 0  # length byte
+        length = (packet[0] << 8) | packet[1] if len(packet) >= 2 else 0
+        at = 2 + length + (2 if qos else 0)  # the properties, or the payload
+        if qos == 2 or on_message is None or length == 0 or at + properties > len(packet):
+            return super()._handle_publish()  # QoS 2, or malformed: paho says how
+        if properties and packet[at] != 0:
+            return super()._handle_publish()  # properties: paho decodes them
+        mid = (packet[at - 2] << 8) | packet[at - 1] if qos else 0
+        at += properties
+        message = paho.MQTTMessage(mid, bytes(packet[2 : 2 + length]))
+        message.qos = qos
+        message.retain = bool(header & 0x01)
+        message.dup = bool(header & 0x08)
+        message.payload = bytes(packet[at:])
+        message.timestamp = time.monotonic()
+        on_message(self, self._userdata, message)
+        if qos == 1 and not self._manual_ack:
+            return self._send_puback(mid)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 class _BufferedReads:

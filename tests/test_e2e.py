@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
 import aiomqtt
 import pytest
 import socketio
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from hub.config import Settings
 from tests.brokers import Mosquitto
@@ -340,3 +343,35 @@ async def test_readyz_and_presence_show_the_broker_outage_while_http_keeps_servi
         await wait_until(lambda: radio_online() is True, what="presence online")
         await publish(mosquitto, "devices/back/telemetry", b'{"temperature": 2}')
         await wait_until(lambda: bool(board.readings) and board.readings[-1]["device_id"] == "back")
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_mqtt_publishes_of_every_shape_are_stored_once_in_order(
+    settings: Settings, mosquitto: Mosquitto, protocol: str
+) -> None:
+    """QoS 0, 1 and 2, with and without MQTT 5 properties, retained, and a bad
+    one among them: the hub's fast path and paho's own both deliver."""
+    settings = replace(settings, mqtt=replace(settings.mqtt, protocol=protocol))
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    properties.UserProperty = [("site", "north")]
+    properties.ContentType = "application/json"
+    topic = "devices/shape-1/telemetry"
+    async with (
+        serve_hub(settings) as running,
+        aiomqtt.Client(
+            "127.0.0.1", mosquitto.port, identifier="shapes", protocol=aiomqtt.ProtocolVersion.V5
+        ) as device,
+    ):
+        await device.publish(topic, b'{"n": 1}', qos=0)
+        await device.publish(topic, b'{"n": 2}', qos=1)
+        await device.publish(topic, b'{"n": 3}', qos=1, properties=properties)
+        await device.publish(topic, b'{"n": 4}', qos=2)
+        await device.publish(topic, b"{not json", qos=1)
+        await device.publish(topic, b'{"n": 5}', qos=1, retain=True)
+        await device.publish(topic, b'{"n": 6}', qos=1)
+        store = running.hub.store
+        await wait_until(lambda: store.head >= 6, what="six readings")
+        status, stored = await get(running, "/api/devices/shape-1/readings?metric=n")
+        assert status == 200
+        assert [r["value"] for r in stored["readings"]] == [1, 2, 3, 4, 5, 6]
+        assert [r.reason for r in await store.rejections(10)] == ["invalid_json"]
