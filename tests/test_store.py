@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -274,3 +275,25 @@ async def test_purge_deletes_an_old_prefix_in_small_steps_and_remembers_it(
     store = await opened(path)
     assert store.purged_through == 5
     await store.close()
+
+
+async def test_commits_do_not_checkpoint_a_connection_of_its_own_does(tmp_path: Path) -> None:
+    """The WAL reaches the database file within about a second, and never
+    inside a commit (SQLite's automatic checkpoint is off on the writer)."""
+    path = tmp_path / "hub.db"
+    store = await opened(path)
+    try:
+        wal = path.with_name("hub.db-wal")
+        batch = WriteBatch(readings=tuple(reading(value=i, ts=T0 + i) for i in range(5000)))
+        for _ in range(10):  # about 2,000 pages: twice SQLite's automatic threshold
+            await store.write(batch)
+        unchecked = path.stat().st_size
+        assert wal.stat().st_size > 4 * unchecked  # no commit copied the WAL back
+        deadline = asyncio.get_running_loop().time() + 5
+        while path.stat().st_size == unchecked:
+            assert asyncio.get_running_loop().time() < deadline, "no checkpoint within 5 s"
+            await asyncio.sleep(0.05)
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT count(*) FROM readings").fetchone() == (50_000,)
+    finally:
+        await store.close()
