@@ -81,23 +81,23 @@ function finish() {
     }
   });
   const seconds = (to - from) / 1000;
-  console.log(
-    JSON.stringify({
-      clients: count,
-      connected: clients.filter((c) => c.connected).length,
-      complete: clients.filter((c) => c.last >= to).length,
-      received: total,
-      min_received: Math.min(...clients.map((c) => c.received)),
-      per_second: total / count / seconds,
-      p50: percentile(total, 0.5),
-      p90: percentile(total, 0.9),
-      p99: percentile(total, 0.99),
-      max,
-      histogram: sparse,
-    }),
-  );
+  const result = JSON.stringify({
+    clients: count,
+    connected: clients.filter((c) => c.connected).length,
+    complete: clients.filter((c) => c.last >= to).length,
+    received: total,
+    min_received: Math.min(...clients.map((c) => c.received)),
+    per_second: total / count / seconds,
+    p50: percentile(total, 0.5),
+    p90: percentile(total, 0.9),
+    p99: percentile(total, 0.99),
+    max,
+    histogram: sparse,
+  });
   for (const c of clients) c.socket.disconnect();
-  process.exit(0);
+  // Exit once the line is written: a pipe takes 64 KiB at a time, and a wide
+  // histogram is longer than that.
+  process.stdout.write(result + "\n", () => process.exit(0));
 }
 
 Promise.all(clients.map((c) => c.ready)).then(() => {
