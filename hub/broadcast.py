@@ -29,6 +29,7 @@ up to date from the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Iterable
@@ -44,6 +45,10 @@ from hub.polling import queued_packets
 from hub.wire import encode, json_array
 
 log = logging.getLogger(__name__)
+
+# How often clients taken out for lagging are checked when nothing else wakes
+# the broadcaster (seconds).
+LAGGING_RECHECK = 0.1
 
 DASHBOARD = "/dashboard"
 ALL = "*"
@@ -219,7 +224,13 @@ class Broadcaster:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            if self._lagging:
+                # A lagging client may drain while nothing new is committed:
+                # look again soon rather than at the next reading.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), LAGGING_RECHECK)
+            else:
+                await self._wake.wait()
             self._wake.clear()
             try:
                 await self.flush()

@@ -4,6 +4,7 @@ drains, with nothing missed or repeated."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -68,11 +69,20 @@ async def test_a_stalled_dashboard_is_taken_out_then_healed_by_replay(
         await wait_until(lambda: running.hub.broadcaster.lagging == 1, 5, "the lagging client")
         for i in range(120, 200):  # not queued for it any more
             await post_many(running, 1, ("busy",), start=i)
+        # Nothing more is committed from here until its replay is over: it
+        # drains its queue and must be resumed without a new reading to wake
+        # the broadcaster.
+        await asyncio.sleep(0.3)
+
+        def replayed() -> bool:
+            return any(name == "replay" and data["state"] == "end" for name, data in board.events)
+
+        async def until_replayed() -> None:
+            while not replayed():
+                await board.poll()
+
         # it polls again: what was queued, then a replay of the rest, then live
-        for _ in range(200):
-            await board.poll()
-            if any(name == "replay" and data["state"] == "end" for name, data in board.events):
-                break
+        await asyncio.wait_for(until_replayed(), 10)
         await post_many(running, 1, ("busy",), start=500)
         while board.seqs()[-1:] != stored_seqs(settings, 0)[-1:]:
             await board.poll()
