@@ -11,48 +11,26 @@ second from the first publish until the hub's store holds all of them.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 from bench.harness import broker, hub, machine
-
-PUBLISHERS = 4
+from bench.ingest_ratio import PUBLISHERS, message_file, publish
 
 
 def run(mqtt_url: str, port: int, messages: int, **overrides: str) -> float:
     per_publisher = messages // PUBLISHERS
-    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as lines:
-        for i in range(per_publisher):
-            lines.write(f'{{"temperature": {20 + i % 10}, "humidity": 40, "pressure": 1013}}\n')
-    with hub(mqtt_url, **overrides) as running:
-        expected = per_publisher * PUBLISHERS * 3
-        started = time.monotonic()
-        with contextlib.ExitStack() as files:
-            publishers = [
-                subprocess.Popen(
-                    [
-                        "mosquitto_pub",
-                        "-p",
-                        str(port),
-                        "-q",
-                        "1",
-                        "-l",
-                        "-t",
-                        f"devices/ack-{k}/telemetry",
-                    ],
-                    stdin=files.enter_context(Path(lines.name).open("rb")),
-                )
-                for k in range(PUBLISHERS)
-            ]
-            for publisher in publishers:
+    lines = message_file(per_publisher)
+    try:
+        with hub(mqtt_url, **overrides) as running:
+            expected = running.head() + per_publisher * PUBLISHERS * 3
+            started = time.monotonic()
+            for publisher in publish(port, lines, "ack"):
                 publisher.wait(600)
-        while running.head() < expected:
-            time.sleep(0.05)
-        elapsed = time.monotonic() - started
-    Path(lines.name).unlink()
+            while running.head() < expected:
+                time.sleep(0.05)
+            elapsed = time.monotonic() - started
+    finally:
+        lines.unlink()
     return per_publisher * PUBLISHERS / elapsed
 
 

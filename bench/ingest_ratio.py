@@ -35,7 +35,9 @@ def message_file(per_publisher: int) -> Path:
     return Path(lines.name)
 
 
-def publish(port: int, lines: Path) -> list[subprocess.Popen[bytes]]:
+def publish(port: int, lines: Path, name: str = "ingest") -> list[subprocess.Popen[bytes]]:
+    """`PUBLISHERS` mosquitto_pub processes, each sending every line of
+    `lines` at QoS 1 as device `<name>-<k>`, as fast as the broker takes them."""
     with contextlib.ExitStack() as files:
         return [
             subprocess.Popen(
@@ -47,7 +49,7 @@ def publish(port: int, lines: Path) -> list[subprocess.Popen[bytes]]:
                     "1",
                     "-l",
                     "-t",
-                    f"devices/ingest-{k}/telemetry",
+                    f"devices/{name}-{k}/telemetry",
                 ],
                 stdin=files.enter_context(lines.open("rb")),
             )
