@@ -19,6 +19,7 @@ from devices import BUFFERED, Buffering, Device, MqttLink, SetupError
 from devices.buffer import Buffer, Pacer, backoff_delay
 from tests.brokers import Mosquitto, free_port
 from tests.hubs import wait_until
+from tests.proxies import TcpProxy
 
 # -- the buffer ---------------------------------------------------------------
 
@@ -231,74 +232,11 @@ async def test_a_flush_goes_at_the_rate_and_live_readings_queue_behind_it(
     assert (stats.flushed, stats.delivered, stats.buffered_total) == (65, 66, 65)
 
 
-class FreezingProxy:
-    """A TCP relay to the broker whose current connections can go silent.
-
-    `freeze()` stops every connection open now in both directions while its
-    sockets stay open, as a path does that a NAT or a radio lost without a
-    word; connections made afterwards relay normally.
-    """
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self._gates: list[asyncio.Event] = []
-        self._writers: list[asyncio.StreamWriter] = []
-        self._server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> FreezingProxy:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        for writer in self._writers:
-            writer.transport.abort()
-        for gate in self._gates:
-            gate.set()
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    def freeze(self) -> None:
-        for gate in self._gates:
-            gate.clear()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers += [writer, up_writer]
-        gate = asyncio.Event()
-        gate.set()
-        self._gates.append(gate)
-        await asyncio.gather(
-            self._pump(reader, up_writer, gate), self._pump(up_reader, writer, gate)
-        )
-
-    @staticmethod
-    async def _pump(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: asyncio.Event
-    ) -> None:
-        try:
-            while data := await reader.read(65536):
-                await gate.wait()
-                if gate.is_set() and not writer.is_closing():
-                    writer.write(data)
-                    await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.transport.abort()
-
-
 async def test_a_send_lost_on_a_silent_connection_is_resent_on_a_new_one(
     mosquitto: Mosquitto,
 ) -> None:
     async with (
-        FreezingProxy(mosquitto.port) as proxy,
+        TcpProxy(mosquitto.port) as proxy,
         telemetry_of(mosquitto, "buf-silent") as received,
     ):
         link = MqttLink("buf-silent", proxy.url, timeout=0.5)

@@ -14,6 +14,7 @@ import pytest
 
 from devices import Device, LinkError, MqttLink, Reading, SetupError, parse_broker_url
 from tests.brokers import Mosquitto, free_port
+from tests.proxies import TcpProxy
 
 
 @asynccontextmanager
@@ -41,67 +42,6 @@ async def retained_status(url: str, device_id: str) -> tuple[bytes, bool]:
         message = await next_message(client)
         assert isinstance(message.payload, bytes)
         return message.payload, message.retain
-
-
-class TcpProxy:
-    """A TCP relay to the broker that a test can cut or stall.
-
-    Cutting it is how a device's connection dies for real: no DISCONNECT is
-    sent, the broker just sees the socket go, as when a device loses power.
-    """
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self.downstream = asyncio.Event()  # broker -> device flows while set
-        self.downstream.set()
-        self._writers: list[asyncio.StreamWriter] = []
-        self._server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> TcpProxy:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.cut()
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    def cut(self) -> None:
-        self.downstream.set()
-        for writer in self._writers:
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers += [writer, up_writer]
-        flowing = asyncio.Event()
-        flowing.set()
-        await asyncio.gather(
-            self._pump(reader, up_writer, flowing),
-            self._pump(up_reader, writer, self.downstream),
-        )
-
-    @staticmethod
-    async def _pump(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: asyncio.Event
-    ) -> None:
-        try:
-            while data := await reader.read(65536):
-                await gate.wait()
-                writer.write(data)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.transport.abort()
 
 
 async def test_subscriber_sees_envelopes_with_time_and_increasing_seq(
