@@ -146,6 +146,22 @@ def rejected(
     return Normalized(rejections=(rejection,))
 
 
+def rate_limited(
+    raw: bytes, *, device_id: str, source: Source, received_ms: int, wait: float
+) -> Normalized:
+    """A message refused by its device's rate limit, `wait` seconds before
+    the device has room again; the same dead letter on every path."""
+    detail = f"more than the device's message rate; room again in {wait:.2f} s"
+    return rejected(
+        raw,
+        device_id=device_id,
+        source=source,
+        received_ms=received_ms,
+        reason=RejectReason.RATE_LIMITED,
+        detail=detail,
+    )
+
+
 @lru_cache(maxsize=8192)
 def snake_case(name: str) -> str:
     """`batteryLevel` -> `battery_level`, `Air Temp` -> `air_temp`, `CO2-ppm` -> `co2_ppm`."""

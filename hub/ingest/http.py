@@ -14,7 +14,7 @@ from hub.errors import AuthError, HubBusy, HubClosing, StoreError
 from hub.limits import RateLimiter
 from hub.metrics import Metrics
 from hub.models import RejectReason, Source, is_valid_device_id
-from hub.normalize import Rules, normalize, rejected
+from hub.normalize import Rules, normalize, rate_limited
 from hub.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -56,21 +56,15 @@ def http_ingest(
         received_ms = int(time.time() * 1000)
         metrics.inc("hub_messages_received_total", source="http")
         if wait := limiter.allow(device_id):
-            detail = f"more than the device's message rate; room again in {wait:.2f} s"
-            writer.record_rejected(
-                Source.HTTP,
-                received_ms,
-                rejected(
-                    raw,
-                    device_id=device_id,
-                    source=Source.HTTP,
-                    received_ms=received_ms,
-                    reason=RejectReason.RATE_LIMITED,
-                    detail=detail,
-                ),
+            refused = rate_limited(
+                raw, device_id=device_id, source=Source.HTTP, received_ms=received_ms, wait=wait
             )
+            writer.record_rejected(Source.HTTP, received_ms, refused)
             return _error(
-                429, RejectReason.RATE_LIMITED, detail, retry_after=max(1, math.ceil(wait))
+                429,
+                RejectReason.RATE_LIMITED,
+                refused.rejections[0].detail,
+                retry_after=max(1, math.ceil(wait)),
             )
         normalized = normalize(
             raw, device_id=device_id, source=Source.HTTP, received_ms=received_ms, rules=rules

@@ -24,7 +24,7 @@ from hub.limits import RateLimiter
 from hub.metrics import Metrics
 from hub.models import Normalized, RejectReason, Source, is_valid_device_id
 from hub.mqtt import MqttConnection, MqttMessage, MqttState, MqttStatus
-from hub.normalize import Rules, normalize, rejected
+from hub.normalize import Rules, normalize, rate_limited, rejected
 from hub.presence import MQTT_LINK
 from hub.writer import Accepted, LinkEvent, Writer
 
@@ -166,21 +166,22 @@ class MqttIngest:
 
     def _telemetry(self, message: MqttMessage, device_id: str, seen: list[str]) -> Normalized:
         valid = is_valid_device_id(device_id)
-        reason, detail = None, ""
         if valid and not self.auth.device_allowed(device_id):
-            reason = RejectReason.UNKNOWN_DEVICE
-            detail = "not listed in [[devices]] and enrollment is not open"
-        elif valid and (wait := self.limiter.allow(device_id)):
-            reason = RejectReason.RATE_LIMITED
-            detail = f"more than the device's message rate; room again in {wait:.2f} s"
-        if reason is not None:
             return rejected(
                 message.payload,
                 device_id=device_id,
                 source=Source.MQTT,
                 received_ms=message.received_ms,
-                reason=reason,
-                detail=detail,
+                reason=RejectReason.UNKNOWN_DEVICE,
+                detail="not listed in [[devices]] and enrollment is not open",
+            )
+        if valid and (wait := self.limiter.allow(device_id)):
+            return rate_limited(
+                message.payload,
+                device_id=device_id,
+                source=Source.MQTT,
+                received_ms=message.received_ms,
+                wait=wait,
             )
         normalized = normalize(
             message.payload,

@@ -19,8 +19,8 @@ from hub.auth import Authenticator
 from hub.errors import AuthError, HubBusy, HubClosing, StoreError
 from hub.limits import RateLimiter
 from hub.metrics import Metrics
-from hub.models import RejectReason, Source, is_valid_device_id
-from hub.normalize import Rules, normalize_document, rejected
+from hub.models import Source, is_valid_device_id
+from hub.normalize import Rules, normalize_document, rate_limited
 from hub.writer import LinkEvent, Writer
 
 log = logging.getLogger(__name__)
@@ -83,22 +83,13 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         raw = _encoded(data)
         self.metrics.inc("hub_messages_received_total", source="socketio")
         if wait := self.limiter.allow(device_id):
-            detail = f"more than the device's message rate; room again in {wait:.2f} s"
-            self.writer.record_rejected(
-                Source.SOCKETIO,
-                received_ms,
-                rejected(
-                    raw,
-                    device_id=device_id,
-                    source=Source.SOCKETIO,
-                    received_ms=received_ms,
-                    reason=RejectReason.RATE_LIMITED,
-                    detail=detail,
-                ),
+            refused = rate_limited(
+                raw, device_id=device_id, source=Source.SOCKETIO, received_ms=received_ms, wait=wait
             )
+            self.writer.record_rejected(Source.SOCKETIO, received_ms, refused)
             return {
                 "ok": False,
-                "error": f"rate_limited: {detail}",
+                "error": f"rate_limited: {refused.rejections[0].detail}",
                 "retry": True,
                 "retry_after": round(wait, 3),
             }
