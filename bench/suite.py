@@ -19,7 +19,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +186,7 @@ def memory_part(sizes: Sizes) -> tuple[list[Figure], dict[str, Any]]:
 
 
 def _judged(figure: Figure, met: bool | None, target: str) -> Figure:
-    return Figure(**{**asdict(figure), "met": met, "target": target})
+    return replace(figure, met=met, target=target)
 
 
 PARTS: dict[str, Callable[[Sizes], tuple[list[Figure], dict[str, Any]]]] = {
