@@ -75,6 +75,10 @@ async def test_a_returning_dashboard_gets_exactly_what_it_missed(
             await before.wait_readings(10)
             cursor = before.cursor()
         await post_many(running, 700, ("r1", "r2", "r3"), start=10)
+        # The last commit reaches the rooms at the next broadcast tick; from
+        # then on all 700 are history, to be replayed, none live.
+        hub = running.hub
+        await wait_until(lambda: hub.broadcaster.head == hub.store.head, what="the broadcast")
         async with dashboard(running.url, transports, auth=cursor) as after:
             ack = await after.subscribe(["*"])
             assert ack["seq"] == running.hub.store.head
