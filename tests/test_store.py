@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import sqlite3
+import struct
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,48 @@ async def test_seq_increases_strictly_across_restarts(tmp_path: Path) -> None:
     second = await store.write(WriteBatch(readings=(reading(value=9),)))
     assert [r.seq for r in second.readings] == [4]
     await store.close()
+
+
+async def test_a_batch_is_stored_exactly_as_given_and_in_its_order(tmp_path: Path) -> None:
+    # The batch travels to SQLite as one JSON text: every double must come
+    # back bit for bit, strings whole, and seqs in the batch's order.
+    rng = random.Random(7)
+    values = [0.1, -0.0, 5e-324, 1.7976931348623157e308, 2.2250738585072014e-308, 1e-7, 3.0]
+    while len(values) < 5000:
+        value = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+        if math.isfinite(value):
+            values.append(value)
+    units = ["Cel", None, "µg/m³", "%RH"]
+    batch = tuple(
+        PendingReading(
+            f"dev-{i % 7}",
+            ("temperature", "humidity", "pm2_5")[i % 3],
+            T0 + rng.randrange(-(10**9), 10**9),
+            value,
+            units[i % 4],
+            i if i % 2 else None,
+        )
+        for i, value in enumerate(values)
+    )
+    path = tmp_path / "hub.db"
+    store = await opened(path)
+    outcome = await store.write(WriteBatch(readings=batch))
+    await store.close()
+
+    assert [r.seq for r in outcome.readings] == list(range(1, len(batch) + 1))
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT seq, device_id, metric, ts, value, unit, device_seq FROM readings ORDER BY seq"
+        ).fetchall()
+    assert [row[0] for row in rows] == list(range(1, len(batch) + 1))
+    stored = [tuple(row[1:]) for row in rows]
+    assert stored == [tuple(p) for p in batch]
+    # Bit for bit, except -0.0: SQLite stores a REAL zero as 0, however inserted.
+    assert all(
+        struct.pack("<d", row[4]) == struct.pack("<d", p.value)
+        for row, p in zip(rows, batch, strict=True)
+        if p.value != 0
+    )
 
 
 async def test_seq_is_never_reused_after_the_newest_rows_are_deleted(tmp_path: Path) -> None:
