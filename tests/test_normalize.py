@@ -1070,3 +1070,58 @@ def test_any_bytes_are_normalized_without_raising(raw: bytes) -> None:
     assert result.readings or result.attributes or result.rejections
     for r in result.readings:
         assert math.isfinite(r.value)
+
+
+_FLAT_VALUES = (
+    st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.booleans()
+    | st.none()
+    | st.text(max_size=5)
+    | st.lists(st.integers(-(2**63), 2**63 - 1), max_size=2)
+    | st.dictionaries(st.sampled_from(["v", "u"]), st.integers(-(2**63), 2**63 - 1), max_size=2)
+)
+_FLAT_KEYS = _KEYS | st.sampled_from(["Air Temp", "batteryLevel", "co2", "x" * 70, "", "%%"])
+ALIASED = Rules.from_settings(
+    NormalizeSettings(aliases={"temp": "temperature", "bat": "battery_level"})
+)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(document=st.dictionaries(_FLAT_KEYS | st.text(max_size=8), _FLAT_VALUES, max_size=6))
+def test_flat_objects_come_out_of_bytes_as_out_of_a_parsed_document(document: Any) -> None:
+    # Bytes take a shortcut for plain flat objects; a parsed document always
+    # takes the general path. Both must say exactly the same.
+    raw = orjson.dumps(document)
+    for rules in (Rules(), ALIASED):
+        from_bytes = normalize(
+            raw, device_id=DEVICE, source=Source.MQTT, received_ms=FIXED_NOW, rules=rules
+        )
+        from_document = normalize_document(
+            orjson.loads(raw),
+            raw=raw,
+            device_id=DEVICE,
+            source=Source.MQTT,
+            received_ms=FIXED_NOW,
+            rules=rules,
+        )
+        assert from_bytes == from_document
+
+
+def test_plain_flat_objects_take_the_shortcut_and_others_do_not() -> None:
+    rules = Rules.from_settings(NormalizeSettings(aliases={"temp": "temperature"}))
+    result = run({"temp": 21, "relativeHumidity": 40.5, "batteryLevel": 87}, rules)
+    assert result.readings == (
+        PendingReading(DEVICE, "temperature", FIXED_NOW, 21.0, "Cel"),
+        PendingReading(DEVICE, "relative_humidity", FIXED_NOW, 40.5, None),
+        PendingReading(DEVICE, "battery_level", FIXED_NOW, 87.0, None),
+    )
+    assert rules.plain_names == {
+        "temp": ("temperature", "Cel"),
+        "relativeHumidity": ("relative_humidity", None),
+        "batteryLevel": ("battery_level", None),
+    }
+    # A timestamp, a string or a bad name: the general path, which remembers nothing.
+    for payload in ({"ts": NOW_S, "x": 1}, {"y": "on"}, {"": 1}, {"values": 3}):
+        run(payload, rules)
+    assert set(rules.plain_names) == {"temp", "relativeHumidity", "batteryLevel"}
