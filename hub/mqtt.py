@@ -20,6 +20,7 @@ import asyncio
 import logging
 import random
 import ssl
+import struct
 import threading
 import time
 from collections import deque
@@ -212,13 +213,15 @@ class MqttConnection:
         earlier connection are skipped: the broker redelivers those."""
         if self._sock is None or self.settings.ack != "after_commit":
             return
-        for message in messages:
-            if message.qos > 0 and message.generation == self.generation:
+        current = [m for m in messages if m.qos > 0 and m.generation == self.generation]
+        self._client.puback_all([m.mid for m in current if m.qos == 1])
+        for message in current:
+            if message.qos == 2:
                 self._client.ack(message.mid, message.qos)
 
     # -- the connection -----------------------------------------------------
 
-    def _make_client(self) -> paho.Client:
+    def _make_client(self) -> _Client:
         client = _Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.settings.client_id,
@@ -456,6 +459,10 @@ class MqttConnection:
         self._sock = None
 
 
+PUBACK_HEADER = 0x40
+_PUBACK = struct.Struct("!BBH")
+
+
 class _Client(paho.Client):
     """paho's client, with a fast path for the PUBLISH packets devices send.
 
@@ -491,6 +498,16 @@ class _Client(paho.Client):
         if qos == 1 and not self._manual_ack:
             return self._send_puback(mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def puback_all(self, mids: Sequence[int]) -> None:
+        """PUBACK each of `mids`, as one write. paho's `ack` queues a packet
+        per message, and its writer sends each with its own system call: a
+        commit of 1,000 messages made 1,000 `send`s. A PUBACK without a
+        reason code means success on MQTT 5 as on 3.1.1."""
+        if not mids:
+            return
+        packets = b"".join([_PUBACK.pack(PUBACK_HEADER, 2, mid) for mid in mids])
+        self._packet_queue(PUBACK_HEADER, packets, 0, 0)
 
 
 class _BufferedReads:
