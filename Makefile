@@ -48,7 +48,7 @@ lint: setup
 pytest: setup
 	$(PY) -m pytest
 
-# The whole suite, about 15 minutes: a table, and JSON in bench/results/.
+# The whole suite, about 8 minutes here: a table, and JSON in bench/results/.
 bench: setup
 	$(PY) -m bench.suite
 
