@@ -82,22 +82,31 @@ class _Reject(Exception):
 def normalize(
     raw: bytes, *, device_id: str, source: Source, received_ms: int, rules: Rules
 ) -> Normalized:
-    """Normalize one device message that arrived as bytes (MQTT, HTTP)."""
-    flat = _plain_flat_object(raw, device_id, received_ms, rules)
-    if flat is not None:
-        return flat
-
-    def parse() -> Any:
+    """Normalize one device message that arrived as bytes (MQTT, HTTP). It is
+    parsed once; a plain flat object then takes a shortcut."""
+    if len(raw) <= rules.max_payload_bytes and is_valid_device_id(device_id):
         try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _Reject(RejectReason.INVALID_ENCODING, f"not UTF-8: {exc.reason}") from None
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise _Reject(RejectReason.INVALID_JSON, str(exc)) from None
+            document = orjson.loads(raw)  # also refuses bytes that are not UTF-8
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            flat = _plain_flat_object(document, device_id, received_ms, rules)
+            if flat is not None:
+                return flat
+            return _normalize(lambda: document, raw, device_id, source, received_ms, rules)
+    # Refused before or while parsing: the general path says why.
+    return _normalize(lambda: _parse(raw), raw, device_id, source, received_ms, rules)
 
-    return _normalize(parse, raw, device_id, source, received_ms, rules)
+
+def _parse(raw: bytes) -> Any:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Reject(RejectReason.INVALID_ENCODING, f"not UTF-8: {exc.reason}") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _Reject(RejectReason.INVALID_JSON, str(exc)) from None
 
 
 # How many distinct keys `_plain_flat_object` remembers: the names of a fleet's
@@ -106,19 +115,13 @@ PLAIN_NAMES_MAX = 10_000
 
 
 def _plain_flat_object(
-    raw: bytes, device_id: str, received_ms: int, rules: Rules
+    document: Any, device_id: str, received_ms: int, rules: Rules
 ) -> Normalized | None:
     """The payload most devices send, a flat object of numbers without a
     unit, `ts` or `seq`, in one pass: 5.4 µs for three metrics here, against
     11 µs by the general path. None for anything else, or any doubt; the
     general path then decides, and explains what it refuses. Tests check that
     both give the same for any flat object."""
-    if len(raw) > rules.max_payload_bytes or not is_valid_device_id(device_id):
-        return None
-    try:
-        document = orjson.loads(raw)  # also refuses bytes that are not UTF-8
-    except orjson.JSONDecodeError:
-        return None
     if type(document) is not dict or not document or len(document) > rules.max_values:
         return None
     names = rules.plain_names
