@@ -459,8 +459,7 @@ class MqttConnection:
         self._sock = None
 
 
-PUBACK_HEADER = 0x40
-_PUBACK = struct.Struct("!BBH")
+_PUBACK = struct.Struct("!BBH")  # header, remaining length 2, packet id
 
 
 class _Client(paho.Client):
@@ -506,8 +505,8 @@ class _Client(paho.Client):
         reason code means success on MQTT 5 as on 3.1.1."""
         if not mids:
             return
-        packets = b"".join([_PUBACK.pack(PUBACK_HEADER, 2, mid) for mid in mids])
-        self._packet_queue(PUBACK_HEADER, packets, 0, 0)
+        packets = b"".join([_PUBACK.pack(paho.PUBACK, 2, mid) for mid in mids])
+        self._packet_queue(paho.PUBACK, packets, 0, 0)
 
 
 class _BufferedReads:
