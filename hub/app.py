@@ -36,7 +36,7 @@ from hub.limits import RateLimiter
 from hub.metrics import Metrics
 from hub.normalize import Rules
 from hub.pages import pages
-from hub.polling import release_all, release_polls_on_close
+from hub.polling import LongPolls, release_all, release_polls_on_close
 from hub.presence import Presence
 from hub.replay import Replayer
 from hub.store import Store, open_store
@@ -202,5 +202,9 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         yield
         await hub.stop()
 
-    hub.asgi = socketio.ASGIApp(sio, other_asgi_app=quart, socketio_path="socket.io")
+    hub.asgi = LongPolls(
+        sio,
+        socketio.ASGIApp(sio, other_asgi_app=quart, socketio_path="socket.io"),
+        interval=settings.broadcast.poll_interval,
+    )
     return hub

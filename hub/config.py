@@ -148,6 +148,7 @@ class NormalizeSettings:
 @dataclass(frozen=True, slots=True)
 class BroadcastSettings:
     tick: Seconds = 0.02
+    poll_interval: Seconds = 0.05
 
 
 @dataclass(frozen=True, slots=True)

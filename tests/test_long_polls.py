@@ -1,0 +1,205 @@
+"""The hub's own answer to long-poll GETs (`hub.polling.LongPolls`): the same
+response python-engineio gives, everything it does not expect handed on, and
+paced answers. Driven through ASGI in this process against a real
+python-socketio server; the end-to-end polling tests (test_e2e,
+test_js_client, test_browser) run it behind uvicorn with real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import itertools
+import json
+from dataclasses import dataclass
+
+import pytest
+import socketio
+
+from hub.polling import LongPolls
+
+pytestmark = pytest.mark.asyncio
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def request(
+    app: object, method: str, query: str, headers: dict[str, str] | None = None, body: bytes = b""
+) -> Answer:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": "/socket.io/",
+        "raw_path": b"/socket.io/",
+        "root_path": "",
+        "query_string": query.encode(),
+        "headers": [
+            (k.lower().encode(), v.encode())
+            for k, v in {"Host": "127.0.0.1:8080", **(headers or {})}.items()
+        ],
+        "server": ("127.0.0.1", 8080),
+        "client": ("127.0.0.1", 50000),
+    }
+    received = False
+    messages: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        nonlocal received
+        if not received:
+            received = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client never hangs up
+        raise AssertionError
+
+    async def send(message: dict[str, object]) -> None:
+        messages.append(message)
+
+    assert callable(app)
+    await app(scope, receive, send)
+    start, *rest = messages
+    names = {}
+    for name, value in start["headers"]:  # type: ignore[attr-defined]
+        names[name.decode().lower()] = value.decode()
+    content = b"".join(m.get("body", b"") for m in rest)  # type: ignore[misc]
+    return Answer(int(start["status"]), names, content)  # type: ignore[call-overload]
+
+
+def servers(interval: float = 0.0) -> tuple[socketio.AsyncServer, LongPolls]:
+    sio = socketio.AsyncServer(async_mode="asgi", ping_interval=60)
+    return sio, LongPolls(sio, socketio.ASGIApp(sio), interval=interval)
+
+
+async def session(app: LongPolls) -> str:
+    answer = await request(app, "GET", "EIO=4&transport=polling")
+    assert answer.status == 200, answer.body
+    sid: str = json.loads(answer.body[1:])["sid"]
+    return sid
+
+
+def poll(sid: str) -> str:
+    return f"EIO=4&transport=polling&t=x&sid={sid}"
+
+
+COMPARED = ("content-type", "content-encoding", "access-control-allow-credentials")
+
+
+@pytest.mark.parametrize("size", [10, 5000], ids=["small", "compressed"])
+async def test_a_poll_gets_what_python_engineio_would_answer(size: int) -> None:
+    sio, app = servers()
+    sid = await session(app)
+    headers = {"Accept-Encoding": "gzip, deflate"}
+    answers = []
+    for handler in (app, app.app):  # the hub's answer, then python-engineio's
+        await sio.eio.send(sid, "x" * size)
+        await sio.eio.send(sid, "second")
+        answers.append(await request(handler, "GET", poll(sid), headers))
+    ours, theirs = answers
+    assert ours.status == theirs.status == 200
+    assert ours.body == theirs.body
+    for name in COMPARED:
+        assert ours.headers.get(name) == theirs.headers.get(name), name
+    assert int(ours.headers["content-length"]) == len(ours.body)
+    text = gzip.decompress(ours.body) if size > 1024 else ours.body
+    assert text == f"4{'x' * size}\x1e4second".encode()
+    assert ("content-encoding" in ours.headers) == (size > 1024)
+
+
+async def test_what_it_does_not_expect_goes_to_python_engineio() -> None:
+    sio, app = servers()
+    sid = await session(app)
+    await sio.eio.send(sid, "hello")
+    # An unknown session: python-engineio's own error.
+    unknown = await request(app, "GET", poll("nobody"))
+    assert unknown.status == 400
+    assert b"Invalid session" in unknown.body
+    # JSONP: python-engineio wraps the payload in a script.
+    jsonp = await request(app, "GET", poll(sid) + "&j=3")
+    assert jsonp.status == 200
+    assert jsonp.body.startswith(b"___eio[3]")
+    # An Origin header: python-engineio checks it and answers with CORS headers.
+    await sio.eio.send(sid, "again")
+    origin = await request(app, "GET", poll(sid), {"Origin": "http://127.0.0.1:8080"})
+    assert origin.status == 200
+    assert origin.body == b"4again"
+    assert origin.headers["access-control-allow-origin"] == "http://127.0.0.1:8080"
+    foreign = await request(app, "GET", poll(sid), {"Origin": "http://evil.example"})
+    assert foreign.status == 400
+
+
+async def test_a_poll_of_a_closed_session_gets_a_bad_request() -> None:
+    sio, app = servers()
+    sid = await session(app)
+    pending = asyncio.create_task(request(app, "GET", poll(sid)))
+    await asyncio.sleep(0.05)
+    await sio.eio.disconnect(sid)
+    answer = await asyncio.wait_for(pending, 5)
+    # python-engineio ends a pending poll of a session it closes with a CLOSE packet
+    assert answer.status == 200
+    assert answer.body == b"1"
+    assert (await request(app, "GET", poll(sid))).status == 400
+
+
+async def test_a_busy_session_is_answered_once_per_interval() -> None:
+    interval = 0.1
+    sio, app = servers(interval)
+    sid = await session(app)
+    loop = asyncio.get_running_loop()
+    times = []
+    for n in range(6):
+        await sio.eio.send(sid, f"frame {n}")  # always something queued
+        await request(app, "GET", poll(sid))
+        times.append(loop.time())
+    gaps = [b - a for a, b in itertools.pairwise(times[1:])]
+    # The first paced answer waits for the session's slot; from then on one
+    # answer per slot.
+    assert all(gap >= interval * 0.9 for gap in gaps), gaps
+    _, unpaced = servers(0.0)
+    sid = await session(unpaced)
+    start = loop.time()
+    for n in range(6):
+        await unpaced.eio.send(sid, f"frame {n}")
+        await request(unpaced, "GET", poll(sid))
+    assert loop.time() - start < interval * 2
+
+
+async def test_a_quiet_session_is_answered_as_soon_as_data_comes() -> None:
+    interval = 1.0
+    sio, app = servers(interval)
+    sid = await session(app)
+    await sio.eio.send(sid, "first")
+    await request(app, "GET", poll(sid))
+    await asyncio.sleep(interval * 1.1)  # nothing for longer than the interval
+    pending = asyncio.create_task(request(app, "GET", poll(sid)))
+    await asyncio.sleep(0.05)
+    sent = asyncio.get_running_loop().time()
+    await sio.eio.send(sid, "news")
+    answer = await asyncio.wait_for(pending, 5)
+    assert answer.body == b"4news"
+    assert asyncio.get_running_loop().time() - sent < interval / 4
+
+
+async def test_sessions_are_answered_at_phases_spread_over_the_interval() -> None:
+    interval = 0.2
+    sio, app = servers(interval)
+    sids = [await session(app) for _ in range(24)]
+    loop = asyncio.get_running_loop()
+
+    async def second_answer(sid: str) -> float:
+        await sio.eio.send(sid, "a")
+        await request(app, "GET", poll(sid))
+        await sio.eio.send(sid, "b")
+        await request(app, "GET", poll(sid))  # paced: at the session's slot
+        return loop.time() % interval
+
+    phases = await asyncio.gather(*(second_answer(s) for s in sids))
+    # Each of 24 sessions lands at its own phase: they fill most of ten bins
+    # of the interval instead of leaving together.
+    bins = {int(p / interval * 10) % 10 for p in phases}
+    assert len(bins) >= 5, sorted(phases)
