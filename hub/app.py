@@ -205,6 +205,6 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
     hub.asgi = LongPolls(
         sio,
         socketio.ASGIApp(sio, other_asgi_app=quart, socketio_path="socket.io"),
-        interval=settings.broadcast.poll_interval,
+        rate=settings.broadcast.poll_rate,
     )
     return hub

@@ -148,7 +148,7 @@ class NormalizeSettings:
 @dataclass(frozen=True, slots=True)
 class BroadcastSettings:
     tick: Seconds = 0.02
-    poll_interval: Seconds = 0.05
+    poll_rate: Annotated[float, Range(0, 1_000_000)] = 2000.0
 
 
 @dataclass(frozen=True, slots=True)

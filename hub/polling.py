@@ -24,6 +24,10 @@ from engineio import packet
 from engineio.async_socket import AsyncSocket
 from engineio.exceptions import EngineIOError
 
+MAX_INTERVAL = 1.0  # a paced session is answered at least this often
+ACTIVE = 2 * MAX_INTERVAL  # a session answered this recently counts as polling
+RECOUNT = 0.25  # seconds between two counts of the polling sessions
+
 ASGIApp = Callable[[dict[str, Any], Callable[..., Any], Callable[..., Any]], Awaitable[None]]
 
 
@@ -81,14 +85,16 @@ class LongPolls:
       upgrades, JSONP, unknown or closed sessions, and requests with an Origin
       header, which python-engineio checks against `cors_allowed_origins`
       (browsers send none with a same-origin GET).
-    - **Pacing.** A session answered less than `interval` ago is answered at
-      its next slot: every `interval`, at a phase of its own, so that the
-      hub's answers (and the clients' next requests) are spread over the
-      interval instead of all leaving at each tick. Each answer then carries
-      every frame queued since the last, and a session polls at most
-      1/`interval` times a second. A session that waited longer than
-      `interval` for data (a quiet stream) is answered as soon as data comes:
-      pacing adds latency only where frames come faster than the interval.
+    - **Pacing.** The hub aims to answer at most `rate` long-polls a second
+      in all: with N sessions polling, each is answered at most once per
+      N / `rate` seconds (never less often than once a second), at its next
+      slot, at a phase of its own, so that the answers (and the clients' next
+      requests) are spread over the interval instead of all leaving at each
+      tick. Each answer carries every frame queued since the last. A few
+      polling dashboards get an interval of a few milliseconds, a hundred at
+      the default 2,000 a second get 50 ms. A session that waited longer than
+      its interval for data (a quiet stream) is answered as soon as data
+      comes: pacing adds latency only where frames come faster than that.
     """
 
     def __init__(
@@ -96,15 +102,17 @@ class LongPolls:
         sio: socketio.AsyncServer,
         app: ASGIApp,
         *,
-        interval: float = 0.0,
+        rate: float = 0.0,
         path: str = "/socket.io/",
     ):
         self.eio = sio.eio
         self.app = app
-        self.interval = interval
+        self.rate = rate
         self.path = path
         # When each session was last answered; an entry goes with its session.
         self._answered: weakref.WeakKeyDictionary[AsyncSocket, float] = weakref.WeakKeyDictionary()
+        self._interval = 0.0
+        self._counted = -math.inf
         # What python-engineio adds to every response to a request without an
         # Origin header: nothing, or Access-Control-Allow-Credentials.
         self.cors_headers = [
@@ -165,14 +173,25 @@ class LongPolls:
     async def _pace(self, sid: str, session: AsyncSocket) -> None:
         """Wait for the session's next slot if it was answered less than an
         interval ago."""
-        interval = self.interval
-        answered = self._answered.get(session)
         now = asyncio.get_running_loop().time()
+        interval = self.interval(now)
+        answered = self._answered.get(session)
         if not interval or answered is None or now - answered >= interval:
             return
         phase = hash(sid) % 1024 / 1024 * interval
         slot = phase + math.ceil((now - phase) / interval) * interval
         await asyncio.sleep(slot - now)
+
+    def interval(self, now: float) -> float:
+        """Seconds between two answers to one session: the sessions that
+        polled lately (counted again every RECOUNT s) divided by `rate`."""
+        if not self.rate:
+            return 0.0
+        if now - self._counted >= RECOUNT:
+            self._counted = now
+            polling = sum(1 for t in self._answered.values() if now - t < ACTIVE)
+            self._interval = min(MAX_INTERVAL, polling / self.rate)
+        return self._interval
 
 
 def _polling_sid(query: bytes) -> str | None:

@@ -142,7 +142,7 @@ KEYS: list[tuple[str, str, Any]] = [
         {"temperature": "K", "pressure": "Pa", "humidity": "%RH", "co2": "ppm"},
     ),
     ("[broadcast]\ntick = '50ms'", "broadcast.tick", 0.05),
-    ("[broadcast]\npoll_interval = 0", "broadcast.poll_interval", 0.0),
+    ("[broadcast]\npoll_rate = 500", "broadcast.poll_rate", 500.0),
     ("[presence]\noffline_after = '90s'", "presence.offline_after", 90.0),
     ("[log]\nlevel = 'debug'", "log.level", "debug"),
     ("[server]\nwebsocket_compression = true", "server.websocket_compression", True),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 import socketio
 
-from hub.polling import LongPolls
+from hub.polling import RECOUNT, LongPolls
 
 pytestmark = pytest.mark.asyncio
 
@@ -71,9 +71,9 @@ async def request(
     return Answer(int(start["status"]), names, content)  # type: ignore[call-overload]
 
 
-def servers(interval: float = 0.0) -> tuple[socketio.AsyncServer, LongPolls]:
+def servers(rate: float = 0.0) -> tuple[socketio.AsyncServer, LongPolls]:
     sio = socketio.AsyncServer(async_mode="asgi", ping_interval=60)
-    return sio, LongPolls(sio, socketio.ASGIApp(sio), interval=interval)
+    return sio, LongPolls(sio, socketio.ASGIApp(sio), rate=rate)
 
 
 async def session(app: LongPolls) -> str:
@@ -146,60 +146,85 @@ async def test_a_poll_of_a_closed_session_gets_a_bad_request() -> None:
     assert (await request(app, "GET", poll(sid))).status == 400
 
 
-async def test_a_busy_session_is_answered_once_per_interval() -> None:
-    interval = 0.1
-    sio, app = servers(interval)
-    sid = await session(app)
+async def busy_gaps(sio: socketio.AsyncServer, app: LongPolls, sid: str, n: int) -> list[float]:
+    """Seconds between answers to a session that always has something queued,
+    once the hub has counted it as polling."""
     loop = asyncio.get_running_loop()
-    times = []
-    for n in range(6):
-        await sio.eio.send(sid, f"frame {n}")  # always something queued
+    warm = loop.time() + RECOUNT * 1.5
+    times: list[float] = []
+    while len(times) < n:
+        await sio.eio.send(sid, "frame")
         await request(app, "GET", poll(sid))
-        times.append(loop.time())
-    gaps = [b - a for a, b in itertools.pairwise(times[1:])]
+        if loop.time() > warm:
+            times.append(loop.time())
     # The first paced answer waits for the session's slot; from then on one
     # answer per slot.
-    assert all(gap >= interval * 0.9 for gap in gaps), gaps
-    _, unpaced = servers(0.0)
+    return [b - a for a, b in itertools.pairwise(times[1:])]
+
+
+async def test_a_busy_session_is_answered_once_per_interval() -> None:
+    sio, app = servers(rate=10)  # one session: one answer per 0.1 s
+    sid = await session(app)
+    gaps = await busy_gaps(sio, app, sid, 6)
+    assert all(0.09 <= gap < 0.2 for gap in gaps), gaps
+    unpaced_sio, unpaced = servers(rate=0)
     sid = await session(unpaced)
-    start = loop.time()
-    for n in range(6):
-        await unpaced.eio.send(sid, f"frame {n}")
-        await request(unpaced, "GET", poll(sid))
-    assert loop.time() - start < interval * 2
+    gaps = await busy_gaps(unpaced_sio, unpaced, sid, 6)
+    assert sum(gaps) < 0.1, gaps
+
+
+async def test_the_interval_grows_with_the_polling_sessions() -> None:
+    sio, app = servers(rate=40)
+    sids = [await session(app) for _ in range(8)]
+
+    async def keep_polling(sid: str) -> None:
+        while True:
+            await sio.eio.send(sid, "frame")
+            await request(app, "GET", poll(sid))
+            await asyncio.sleep(0)  # unpaced, nothing here would wait
+
+    alone = await busy_gaps(sio, app, sids[0], 6)
+    assert max(alone) < 0.1, alone  # 1 / 40 s
+    others = [asyncio.create_task(keep_polling(s)) for s in sids[1:]]
+    try:
+        crowded = await busy_gaps(sio, app, sids[0], 4)
+    finally:
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+    assert min(crowded) >= 0.18, crowded  # 8 / 40 s
 
 
 async def test_a_quiet_session_is_answered_as_soon_as_data_comes() -> None:
-    interval = 1.0
-    sio, app = servers(interval)
+    sio, app = servers(rate=1)  # one session: one answer per second
     sid = await session(app)
-    await sio.eio.send(sid, "first")
-    await request(app, "GET", poll(sid))
-    await asyncio.sleep(interval * 1.1)  # nothing for longer than the interval
+    await busy_gaps(sio, app, sid, 2)
+    await asyncio.sleep(1.1)  # nothing for longer than the interval
     pending = asyncio.create_task(request(app, "GET", poll(sid)))
     await asyncio.sleep(0.05)
     sent = asyncio.get_running_loop().time()
     await sio.eio.send(sid, "news")
     answer = await asyncio.wait_for(pending, 5)
     assert answer.body == b"4news"
-    assert asyncio.get_running_loop().time() - sent < interval / 4
+    assert asyncio.get_running_loop().time() - sent < 0.25
 
 
 async def test_sessions_are_answered_at_phases_spread_over_the_interval() -> None:
-    interval = 0.2
-    sio, app = servers(interval)
+    sio, app = servers(rate=120)  # 24 sessions: one answer each per 0.2 s
     sids = [await session(app) for _ in range(24)]
     loop = asyncio.get_running_loop()
 
-    async def second_answer(sid: str) -> float:
-        await sio.eio.send(sid, "a")
+    async def answer(sid: str) -> float:
+        await sio.eio.send(sid, "frame")
         await request(app, "GET", poll(sid))
-        await sio.eio.send(sid, "b")
-        await request(app, "GET", poll(sid))  # paced: at the session's slot
-        return loop.time() % interval
+        return loop.time()
 
-    phases = await asyncio.gather(*(second_answer(s) for s in sids))
+    for _ in range(2):  # answered at once: not yet counted as polling
+        await asyncio.gather(*(answer(s) for s in sids))
+        await asyncio.sleep(RECOUNT * 1.2)
+    await asyncio.gather(*(answer(s) for s in sids))
+    phases = await asyncio.gather(*(answer(s) for s in sids))  # paced: at each one's slot
     # Each of 24 sessions lands at its own phase: they fill most of ten bins
     # of the interval instead of leaving together.
-    bins = {int(p / interval * 10) % 10 for p in phases}
-    assert len(bins) >= 5, sorted(phases)
+    bins = {int(p % 0.2 / 0.2 * 10) % 10 for p in phases}
+    assert len(bins) >= 5, sorted(p % 0.2 for p in phases)
