@@ -24,11 +24,11 @@ from engineio import packet
 from engineio.async_socket import AsyncSocket
 from engineio.exceptions import EngineIOError
 
-MAX_INTERVAL = 1.0  # a paced session is answered at least this often
+MAX_INTERVAL = 1.0  # the longest a busy session waits between two answers
 ACTIVE = 2 * MAX_INTERVAL  # a session answered this recently counts as polling
 RECOUNT = 0.25  # seconds between two counts of the polling sessions
 
-ASGIApp = Callable[[dict[str, Any], Callable[..., Any], Callable[..., Any]], Awaitable[None]]
+ASGIHandler = Callable[[dict[str, Any], Callable[..., Any], Callable[..., Any]], Awaitable[None]]
 
 
 def release_polls_on_close(sio: socketio.AsyncServer) -> None:
@@ -100,7 +100,7 @@ class LongPolls:
     def __init__(
         self,
         sio: socketio.AsyncServer,
-        app: ASGIApp,
+        app: ASGIHandler,
         *,
         rate: float = 0.0,
         path: str = "/socket.io/",
