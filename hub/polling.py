@@ -73,7 +73,7 @@ class LongPolls:
 
     A polling dashboard sends a GET for every answer it gets, so with data
     flowing it polls as fast as the hub answers: with a 20 ms tick, 100 polling
-    dashboards made 4,000-4,500 requests a second. Two things make that cheap:
+    dashboards made 3,960-4,560 requests a second. Two things make that cheap:
 
     - **A direct answer.** For each GET python-engineio builds a WSGI-style
       environ (every header copied, the query run through `parse_qs`), then a
