@@ -202,9 +202,12 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         yield
         await hub.stop()
 
-    hub.asgi = LongPolls(
+    long_polls = LongPolls(
         sio,
         socketio.ASGIApp(sio, other_asgi_app=quart, socketio_path="socket.io"),
+        metrics,
         rate=settings.broadcast.poll_rate,
     )
+    metrics.gauge("hub_long_poll_interval_seconds", lambda: long_polls.current_interval)
+    hub.asgi = long_polls
     return hub

@@ -24,6 +24,8 @@ from engineio import packet
 from engineio.async_socket import AsyncSocket
 from engineio.exceptions import EngineIOError
 
+from hub.metrics import Metrics
+
 MAX_INTERVAL = 1.0  # the longest a busy session waits between two answers
 ACTIVE = 2 * MAX_INTERVAL  # a session answered this recently counts as polling
 RECOUNT = 0.25  # seconds between two counts of the polling sessions
@@ -101,12 +103,14 @@ class LongPolls:
         self,
         sio: socketio.AsyncServer,
         app: ASGIHandler,
+        metrics: Metrics,
         *,
         rate: float = 0.0,
         path: str = "/socket.io/",
     ):
         self.eio = sio.eio
         self.app = app
+        self.metrics = metrics
         self.rate = rate
         self.path = path
         # When each session was last answered; an entry goes with its session.
@@ -147,6 +151,7 @@ class LongPolls:
                 await eio.disconnect(sid)
             response = eio._bad_request()
         self._answered[session] = asyncio.get_running_loop().time()
+        self.metrics.inc("hub_long_polls_total")
         if sid in eio.sockets and eio.sockets[sid].closed:
             del eio.sockets[sid]
         body: bytes = response["response"]
@@ -181,6 +186,11 @@ class LongPolls:
         phase = hash(sid) % 1024 / 1024 * interval
         slot = phase + math.ceil((now - phase) / interval) * interval
         await asyncio.sleep(slot - now)
+
+    @property
+    def current_interval(self) -> float:
+        """The interval as last counted (for the metrics gauge)."""
+        return self._interval
 
     def interval(self, now: float) -> float:
         """Seconds between two answers to one session: the sessions that
