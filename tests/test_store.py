@@ -251,6 +251,38 @@ async def test_devices_latest_metrics_attributes_and_presence(tmp_path: Path) ->
     await store.close()
 
 
+async def test_latest_values_of_many_devices_in_one_batch(tmp_path: Path) -> None:
+    """The latest-value and device upserts go in as one statement per batch."""
+    store = await opened(tmp_path / "hub.db")
+    metrics = ("temperature", "humidity", "pressure")
+    first = tuple(
+        reading(f"dev-{d:03}", m, T0 + d, d + k / 10)
+        for d in range(150)
+        for k, m in enumerate(metrics)
+    )
+    seen = {f"dev-{d:03}": T0 + d for d in range(150)}
+    await store.write(WriteBatch(readings=first, seen=seen))
+    # Newer values for the even devices, older ones for the odd: only the
+    # newer replace what is there.
+    second = tuple(
+        reading(f"dev-{d:03}", m, T0 + d + (1000 if d % 2 == 0 else -1000), -1.0)
+        for d in range(150)
+        for m in metrics
+    )
+    later = {f"dev-{d:03}": T0 + 5000 for d in range(0, 150, 2)}
+    await store.write(WriteBatch(readings=second, seen=later))
+    devices = {d.device_id: d for d in await store.devices()}
+    assert len(devices) == 150
+    for n in range(150):
+        device = devices[f"dev-{n:03}"]
+        assert device.first_seen == T0 + n
+        assert device.last_seen == (T0 + 5000 if n % 2 == 0 else T0 + n)
+        expected = {m: (-1.0 if n % 2 == 0 else n + k / 10) for k, m in enumerate(metrics)}
+        assert {m.metric: m.value for m in device.metrics} == expected
+        assert {m.unit for m in device.metrics} == {"Cel"}
+    await store.close()
+
+
 async def test_rejections_are_kept_and_counted(tmp_path: Path) -> None:
     store = await opened(tmp_path / "hub.db")
     rejections = (

@@ -444,6 +444,24 @@ INSERT_READINGS = (
 )
 
 
+# Like INSERT_READINGS, one statement per commit rather than an `executemany`
+# that takes the GIL back after every row: a batch from many devices has as
+# many latest values as (device, metric) pairs. `WHERE true` lets SQLite tell
+# the SELECT's end from the upsert clause.
+UPSERT_LATEST = (
+    "INSERT INTO metrics(device_id, metric, unit, ts, value) "
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 "
+    "FROM json_each(?) WHERE true "
+    "ON CONFLICT(device_id, metric) DO UPDATE SET unit = excluded.unit, "
+    "ts = excluded.ts, value = excluded.value WHERE excluded.ts >= metrics.ts"
+)
+UPSERT_SEEN = (
+    "INSERT INTO devices(device_id, first_seen, last_seen, online) "
+    "SELECT value ->> 0, value ->> 1, value ->> 1, 0 FROM json_each(?) WHERE true "
+    "ON CONFLICT(device_id) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)"
+)
+
+
 def _insert_readings(
     db: sqlite3.Connection, pending: tuple[PendingReading, ...], head: int
 ) -> tuple[WriteOutcome, int]:
@@ -470,12 +488,7 @@ def _insert_readings(
 
 def _upsert_devices(db: sqlite3.Connection, batch: WriteBatch) -> None:
     if batch.seen:
-        db.executemany(
-            "INSERT INTO devices(device_id, first_seen, last_seen, online) "
-            "VALUES (?, ?, ?, 0) ON CONFLICT(device_id) "
-            "DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)",
-            [(d, t, t) for d, t in batch.seen.items()],
-        )
+        db.execute(UPSERT_SEEN, (orjson.dumps(list(batch.seen.items())),))
     if batch.presence:
         db.executemany(
             "INSERT INTO devices(device_id, first_seen, last_seen, online) VALUES (?, ?, ?, ?) "
@@ -494,12 +507,8 @@ def _upsert_latest(
         if key not in latest or reading.ts >= latest[key].ts:
             latest[key] = reading
     if latest:
-        db.executemany(
-            "INSERT INTO metrics(device_id, metric, unit, ts, value) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(device_id, metric) DO UPDATE SET unit = excluded.unit, "
-            "ts = excluded.ts, value = excluded.value WHERE excluded.ts >= metrics.ts",
-            [(r.device_id, r.metric, r.unit, r.ts, r.value) for r in latest.values()],
-        )
+        rows = [(r.device_id, r.metric, r.unit, r.ts, r.value) for r in latest.values()]
+        db.execute(UPSERT_LATEST, (orjson.dumps(rows),))
     if attributes:
         db.executemany(
             "INSERT INTO attributes(device_id, name, value, ts) VALUES (?, ?, ?, ?) "
