@@ -427,33 +427,35 @@ def _seq_range(seq: int, upto: int, device_ids: Collection[str] | None) -> tuple
 
 # -- the write transaction's steps (run on the writer connection's thread) -----
 
-# A whole batch is inserted as one JSON array of rows, by one statement, so the
-# writer thread lets go of the GIL once per batch. `executemany` takes the GIL
-# back after every row, and beside a busy event loop each row then waits its
-# turn: 3,000 rows took 60 ms alone and over 8 s beside a busy thread, and the
-# hub's MQTT ingest went from 0.51-0.62 of the bare paho subscriber to
-# 0.61-0.68 (docs/performance.md). Every value arrives as sent: orjson writes the
+# Each step of a batch goes to SQLite as one JSON array of rows, read by one
+# statement through json_each, so that the writer thread lets go of the GIL
+# once per step. `executemany` takes the GIL back after every row, and beside
+# a busy event loop each row then waits its turn: 3,000 rows took 8.7-11.7 s
+# that way beside a Python thread that never sleeps, 62-65 ms as one statement
+# (docs/performance.md). Every value arrives as sent: orjson writes the
 # shortest text that reads back as the same double, and SQLite reads it so
-# (checked on 600,000 values, random bit patterns among them). json_each
-# walks the array in order, so the rows are numbered in the batch's order
-# (tests/test_store.py checks both).
+# (checked on 600,000 values, random bit patterns among them). json_each walks
+# the array in order, so readings are numbered in the batch's order
+# (tests/test_store.py checks both). In an upsert, `WHERE true` lets SQLite
+# tell the SELECT's end from the ON CONFLICT clause.
 INSERT_READINGS = (
     "INSERT OR IGNORE INTO readings(device_id, metric, ts, value, unit, device_seq) "
     "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 "
     "FROM json_each(?)"
 )
-
-
-# Like INSERT_READINGS, one statement per commit rather than an `executemany`
-# that takes the GIL back after every row: a batch from many devices has as
-# many latest values as (device, metric) pairs. `WHERE true` lets SQLite tell
-# the SELECT's end from the upsert clause.
 UPSERT_LATEST = (
     "INSERT INTO metrics(device_id, metric, unit, ts, value) "
     "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 "
     "FROM json_each(?) WHERE true "
     "ON CONFLICT(device_id, metric) DO UPDATE SET unit = excluded.unit, "
     "ts = excluded.ts, value = excluded.value WHERE excluded.ts >= metrics.ts"
+)
+UPSERT_ATTRIBUTES = (
+    "INSERT INTO attributes(device_id, name, value, ts) "
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 "
+    "FROM json_each(?) WHERE true "
+    "ON CONFLICT(device_id, name) DO UPDATE SET value = excluded.value, "
+    "ts = excluded.ts WHERE excluded.ts >= attributes.ts"
 )
 UPSERT_SEEN = (
     "INSERT INTO devices(device_id, first_seen, last_seen, online) "
@@ -507,15 +509,11 @@ def _upsert_latest(
         if key not in latest or reading.ts >= latest[key].ts:
             latest[key] = reading
     if latest:
-        rows = [(r.device_id, r.metric, r.unit, r.ts, r.value) for r in latest.values()]
-        db.execute(UPSERT_LATEST, (orjson.dumps(rows),))
+        values = [(r.device_id, r.metric, r.unit, r.ts, r.value) for r in latest.values()]
+        db.execute(UPSERT_LATEST, (orjson.dumps(values),))
     if attributes:
-        db.executemany(
-            "INSERT INTO attributes(device_id, name, value, ts) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(device_id, name) DO UPDATE SET value = excluded.value, "
-            "ts = excluded.ts WHERE excluded.ts >= attributes.ts",
-            [(a.device_id, a.name, a.value, a.ts) for a in attributes],
-        )
+        named = [(a.device_id, a.name, a.value, a.ts) for a in attributes]
+        db.execute(UPSERT_ATTRIBUTES, (orjson.dumps(named),))
 
 
 def _insert_rejections(db: sqlite3.Connection, rejections: tuple[Rejection, ...]) -> None:
