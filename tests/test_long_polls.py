@@ -140,7 +140,7 @@ async def test_what_it_does_not_expect_goes_to_python_engineio() -> None:
     assert foreign.status == 400
 
 
-async def test_a_poll_of_a_closed_session_gets_a_bad_request() -> None:
+async def test_a_closed_session_ends_its_pending_poll_and_refuses_the_next() -> None:
     sio, app = servers()
     sid = await session(app)
     pending = asyncio.create_task(request(app, "GET", poll(sid)))
