@@ -58,8 +58,9 @@ async def test_seq_increases_strictly_across_restarts(tmp_path: Path) -> None:
 
 
 async def test_a_batch_is_stored_exactly_as_given_and_in_its_order(tmp_path: Path) -> None:
-    # The batch travels to SQLite as one JSON text: every double must come
-    # back bit for bit, strings whole, and seqs in the batch's order.
+    # The batch travels to SQLite as bound values in 1,024-row statements and
+    # the rest as one JSON text: every double must come back bit for bit,
+    # strings whole, and seqs in the batch's order.
     rng = random.Random(7)
     values = [0.1, -0.0, 5e-324, 1.7976931348623157e308, 2.2250738585072014e-308, 1e-7, 3.0]
     while len(values) < 5000:
@@ -172,6 +173,26 @@ async def test_duplicates_within_one_batch_keep_the_first(tmp_path: Path) -> Non
         ("dev-2", 5),
     ]
     assert [r.seq for r in stored] == sorted({r.seq for r in stored})
+    await store.close()
+
+
+async def test_duplicates_are_found_in_every_statement_of_a_large_batch(tmp_path: Path) -> None:
+    """2,500 readings go in as two 1,024-row statements and one JSON array:
+    a repeat in each part is ignored, and what is stored keeps its order."""
+    store = await opened(tmp_path / "hub.db")
+    await store.write(WriteBatch(readings=(reading(device_seq=0),)))
+    batch = tuple(reading(value=i, device_seq=i) for i in range(2500))
+    repeats = {0, 1500, 2400}  # already stored; in the second statement; in the JSON
+    batch = tuple(
+        reading(value=-1, device_seq=i - 1) if i in repeats - {0} else r
+        for i, r in enumerate(batch)
+    )
+    outcome = await store.write(WriteBatch(readings=batch))
+    assert [i for i, kept in enumerate(outcome.stored) if not kept] == sorted(repeats)
+    assert [r.value for r in outcome.readings] == [i for i in range(2500) if i not in repeats]
+    stored = await store.readings_after(1, store.head, None, 3000)
+    assert [(r.seq, r.value) for r in stored] == [(r.seq, r.value) for r in outcome.readings]
+    assert [r.seq for r in stored] == sorted(r.seq for r in stored)
     await store.close()
 
 
