@@ -10,7 +10,6 @@ here works on a whole batch.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import secrets
 import sqlite3
@@ -444,7 +443,11 @@ def _seq_range(seq: int, upto: int, device_ids: Collection[str] | None) -> tuple
 # batch's order, so readings are numbered in it (tests/test_store.py checks
 # both). In an upsert, `WHERE true` lets SQLite tell the SELECT's end from the
 # ON CONFLICT clause.
-VALUES_ROWS = (1024,)
+VALUES_ROWS = 1024  # readings per statement of bound values
+INSERT_VALUES = (
+    "INSERT OR IGNORE INTO readings(device_id, metric, ts, value, unit, device_seq) VALUES "
+    + ", ".join(["(?, ?, ?, ?, ?, ?)"] * VALUES_ROWS)
+)
 INSERT_READINGS = (
     "INSERT OR IGNORE INTO readings(device_id, metric, ts, value, unit, device_seq) "
     "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 "
@@ -478,12 +481,11 @@ def _insert_readings(
     if not pending:
         return WriteOutcome((), ()), head
     inserted, at = 0, 0
-    for size in VALUES_ROWS:
-        while len(pending) - at >= size:
-            # PendingReading's fields are the columns, in order.
-            values = list(chain.from_iterable(pending[at : at + size]))
-            inserted += db.execute(_insert_values(size), values).rowcount
-            at += size
+    while len(pending) - at >= VALUES_ROWS:
+        # PendingReading's fields are the columns, in order.
+        values = list(chain.from_iterable(pending[at : at + VALUES_ROWS]))
+        inserted += db.execute(INSERT_VALUES, values).rowcount
+        at += VALUES_ROWS
     if at < len(pending):
         # orjson takes plain tuples, not named ones.
         batch = orjson.dumps(list(map(tuple, pending[at:])))
@@ -501,15 +503,6 @@ def _insert_readings(
     ).fetchall()
     (sequence,) = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
     return _match_stored(pending, rows), int(sequence)
-
-
-@functools.cache
-def _insert_values(rows: int) -> str:
-    marks = ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
-    return (
-        "INSERT OR IGNORE INTO readings(device_id, metric, ts, value, unit, device_seq) "
-        f"VALUES {marks}"
-    )
 
 
 def _upsert_devices(db: sqlite3.Connection, batch: WriteBatch) -> None:
