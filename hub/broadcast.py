@@ -17,7 +17,8 @@ same encoded frames its room gets, so a hold costs little), and handed to it
 when its replay of history is done. So a client waiting for a replay slot
 does not fall further behind, and nothing committed meanwhile is read again.
 A hold keeps at most `hold_max` readings; past that it is dropped and the
-client is told of a gap (reason `overflow`).
+client is told of a gap (reason `overflow`). Presence changes are not held:
+a held client gets them when its room would.
 
 A client that stops taking frames off its connection (a stalled tab, a
 phone on a bad link) is not fed without bound: once more than `lag_max`
@@ -249,9 +250,14 @@ class Broadcaster:
             if readings:
                 self.head = readings[-1].seq
             for change in presence:
-                rooms = [r for r, s in self._rooms.items() if s.wants(change.device_id)]
-                if rooms:
-                    await self.sio.emit("presence", change.to_wire(), to=rooms, namespace=DASHBOARD)
+                # A held client gets presence at once: it is the device's state
+                # now, not part of the history being replayed to it.
+                to = [r for r, s in self._rooms.items() if s.wants(change.device_id)]
+                to += [
+                    sid for sid, h in self._holds.items() if h.subscription.wants(change.device_id)
+                ]
+                if to:
+                    await self.sio.emit("presence", change.to_wire(), to=to, namespace=DASHBOARD)
             if readings:
                 await self._emit_readings(readings)
 

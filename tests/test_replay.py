@@ -131,6 +131,30 @@ async def test_readings_committed_during_the_replay_are_neither_lost_nor_repeate
             )
 
 
+async def test_presence_changes_reach_a_dashboard_during_its_replay(
+    tmp_path: Any, mosquitto: Mosquitto
+) -> None:
+    """A device going online while a dashboard's history is replayed (3 s at
+    1,000 readings/s here) is shown at once, not lost: presence is the state
+    now, not part of the history."""
+    settings = _with(tmp_path, mosquitto, rate=1000, burst=100, page_size=100)
+    async with serve_hub(settings) as running:
+        await post_many(running, 1)
+        cursor = cursor_now(running)
+        await post_many(running, 3000, start=1)
+        async with dashboard(running.url, auth=cursor) as board:
+            await board.subscribe(["*"])
+            await wait_until(lambda: len(board.named("replay")) >= 1, what="the replay's start")
+            await publish(mosquitto, "devices/radio/status", "online", retain=True)
+            await wait_until(
+                lambda: any(p["device_id"] == "radio" for p in board.presence),
+                what="radio's presence",
+            )
+            assert len(board.named("replay")) == 1, "presence waited for the replay's end"
+            assert board.presence[-1]["online"] is True
+            await board.wait_readings(3000, within=20)
+
+
 async def test_the_replay_rate_is_honoured(tmp_path: Any, mosquitto: Mosquitto) -> None:
     settings = _with(tmp_path, mosquitto, rate=1000, burst=100, page_size=100)
     async with serve_hub(settings) as running:
