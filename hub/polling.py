@@ -82,11 +82,11 @@ class LongPolls:
       response dict, then the ASGI messages. This answers the same request
       with python-engineio's own parts (the session and its
       `handle_get_request`, the payload encoding, the error handling, the
-      compression and the CORS headers) and skips the rest. Whatever it does
-      not expect goes on to python-engineio untouched: handshakes, POSTs,
-      upgrades, JSONP, unknown or closed sessions, and requests with an Origin
-      header, which python-engineio checks against `cors_allowed_origins`
-      (browsers send none with a same-origin GET).
+      compression, and the CORS check and headers for a request with an
+      Origin header) and skips the rest. Whatever it does not expect goes on
+      to python-engineio untouched: handshakes, POSTs, upgrades, JSONP,
+      unknown or closed sessions, and origins it does not accept (python-
+      engineio refuses those, and logs them).
     - **Pacing.** The hub aims to answer at most `rate` long-polls a second
       in all: with N sessions polling, each is answered at most once per
       N / `rate` seconds (never less often than once a second), at its next
@@ -128,18 +128,34 @@ class LongPolls:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.path:
             sid = _polling_sid(scope["query_string"])
             session = self.eio.sockets.get(sid) if sid is not None else None
-            encodings = _accepted_encodings(scope["headers"])
-            if (
-                sid is not None
-                and session is not None
-                and encodings is not None
-                and _ready(session)
-            ):
-                await self._answer(sid, session, encodings, send)
-                return
+            headers = _poll_headers(scope["headers"])
+            if sid is not None and session is not None and headers is not None and _ready(session):
+                encodings, origin = headers
+                cors = self._cors(scope) if origin else self.cors_headers
+                if cors is not None:
+                    await self._answer(sid, session, encodings, cors, send)
+                    return
         await self.app(scope, receive, send)
 
-    async def _answer(self, sid: str, session: AsyncSocket, encodings: bytes, send: Any) -> None:
+    def _cors(self, scope: dict[str, Any]) -> list[tuple[bytes, bytes]] | None:
+        """The CORS headers python-engineio adds for a request with an Origin
+        header, or None for an origin it refuses."""
+        eio = self.eio
+        environ = _cors_environ(scope["headers"])
+        if eio.cors_allowed_origins != []:
+            allowed = eio._cors_allowed_origins(environ)
+            if allowed is not None and environ["HTTP_ORIGIN"] not in allowed:
+                return None
+        return [(name.encode(), value.encode()) for name, value in eio._cors_headers(environ)]
+
+    async def _answer(
+        self,
+        sid: str,
+        session: AsyncSocket,
+        encodings: bytes,
+        cors: list[tuple[bytes, bytes]],
+        send: Any,
+    ) -> None:
         """What python-engineio's `handle_request` does for such a GET."""
         eio = self.eio
         await self._pace(sid, session)
@@ -170,7 +186,7 @@ class LongPolls:
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": headers + self.cors_headers,
+                "headers": headers + cors,
             }
         )
         await send({"type": "http.response.body", "body": body})
@@ -221,16 +237,35 @@ def _polling_sid(query: bytes) -> str | None:
     return sid.decode("latin-1")
 
 
-def _accepted_encodings(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The request's Accept-Encoding (empty without one), or None when it has
-    an Origin or Upgrade header: python-engineio must see those."""
+def _poll_headers(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bool] | None:
+    """The request's Accept-Encoding (empty without one) and whether it has an
+    Origin header; None when it has an Upgrade header: python-engineio must
+    see those."""
     encodings = b""
+    origin = False
     for name, value in headers:
         if name == b"accept-encoding":
             encodings = value
-        elif name in (b"origin", b"upgrade"):
+        elif name == b"origin":
+            origin = True
+        elif name == b"upgrade":
             return None
-    return encodings
+    return encodings, origin
+
+
+def _cors_environ(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """What python-engineio's CORS check reads of a GET's environ, built from
+    the headers as its ASGI driver builds it."""
+    environ = {"REQUEST_METHOD": "GET"}
+    for name, value in headers:
+        try:
+            key = "HTTP_" + name.upper().decode("utf-8").replace("-", "_")
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        environ[key] = f"{environ[key]},{text}" if key in environ else text
+    environ["wsgi.url_scheme"] = environ.get("HTTP_X_FORWARDED_PROTO", "http")
+    return environ
 
 
 def _ready(session: AsyncSocket) -> bool:

@@ -116,11 +116,15 @@ async def dashboard(
     transports: list[str] | None = None,
     auth: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
     reconnection: bool = False,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[Dashboard]:
     # Our own HTTP session, closed a moment after disconnecting: python-engineio's
     # client never reads its POST responses and closes its session as soon as the
     # long-poll ends, so a POST answered a moment later would be left unclosed.
-    session = aiohttp.ClientSession()
+    # `headers` go with every request, as a browser sends Origin with each of
+    # a cross-origin page's (python-engineio's client sends its own only with
+    # the first).
+    session = aiohttp.ClientSession(headers=headers)
     client = socketio.AsyncClient(
         reconnection=reconnection,
         reconnection_delay=0.2,

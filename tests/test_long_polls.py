@@ -12,7 +12,7 @@ import gzip
 import itertools
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
 import pytest
@@ -77,8 +77,8 @@ async def request(
     return Answer(int(start["status"]), names, content)  # type: ignore[call-overload]
 
 
-def servers(rate: float = 0.0) -> tuple[socketio.AsyncServer, LongPolls]:
-    sio = socketio.AsyncServer(async_mode="asgi", ping_interval=60)
+def servers(rate: float = 0.0, **options: object) -> tuple[socketio.AsyncServer, LongPolls]:
+    sio = socketio.AsyncServer(async_mode="asgi", ping_interval=60, **options)
     return sio, LongPolls(sio, socketio.ASGIApp(sio), Metrics(), rate=rate)
 
 
@@ -130,14 +130,51 @@ async def test_what_it_does_not_expect_goes_to_python_engineio() -> None:
     jsonp = await request(app, "GET", poll(sid) + "&j=3")
     assert jsonp.status == 200
     assert jsonp.body.startswith(b"___eio[3]")
-    # An Origin header: python-engineio checks it and answers with CORS headers.
-    await sio.eio.send(sid, "again")
-    origin = await request(app, "GET", poll(sid), {"Origin": "http://127.0.0.1:8080"})
-    assert origin.status == 200
-    assert origin.body == b"4again"
-    assert origin.headers["access-control-allow-origin"] == "http://127.0.0.1:8080"
+    # An origin python-engineio does not accept: it refuses it itself.
     foreign = await request(app, "GET", poll(sid), {"Origin": "http://evil.example"})
     assert foreign.status == 400
+    assert b"not an accepted origin" in foreign.body
+    assert ("hub_long_polls_total", ()) not in app.metrics.counters
+
+
+@pytest.mark.parametrize(
+    ("options", "headers"),
+    [
+        ({}, {"Origin": "http://127.0.0.1:8080"}),  # the same origin, said
+        (  # behind a proxy: the origin the client saw
+            {},
+            {
+                "Origin": "https://hub.example",
+                "X-Forwarded-Proto": "https",
+                "X-Forwarded-Host": "hub.example",
+            },
+        ),
+        (
+            {"cors_allowed_origins": ["http://dash.example"], "cors_credentials": False},
+            {"Origin": "http://dash.example"},
+        ),
+        ({"cors_allowed_origins": "*"}, {"Origin": "http://anyone.example"}),
+    ],
+    ids=["same-origin", "proxied", "listed", "any"],
+)
+async def test_a_poll_with_an_origin_gets_python_engineios_cors_headers(
+    options: dict[str, object], headers: dict[str, str]
+) -> None:
+    """Cross-origin dashboards send an Origin header with every poll: they
+    are answered (and paced) here too, with the same CORS headers."""
+    sio, app = servers(**options)
+    sid = await session(app)
+    answers = []
+    for handler in (app, app.app):
+        await sio.eio.send(sid, "hello")
+        answers.append(await request(handler, "GET", poll(sid), headers))
+    ours, theirs = answers
+    assert app.metrics.counters[("hub_long_polls_total", ())] == 1  # ours only
+    assert ours.status == theirs.status == 200
+    assert ours.body == theirs.body == b"4hello"
+    cors = {k: v for k, v in theirs.headers.items() if k.startswith("access-control-")}
+    assert cors["access-control-allow-origin"] == headers["Origin"]
+    assert {k: v for k, v in ours.headers.items() if k.startswith("access-control-")} == cors
 
 
 async def test_a_closed_session_ends_its_pending_poll_and_refuses_the_next() -> None:
@@ -237,10 +274,18 @@ async def test_sessions_are_answered_at_phases_spread_over_the_interval() -> Non
     assert len(bins) >= 5, sorted(p % 0.2 for p in phases)
 
 
+@pytest.mark.parametrize("origin", [None, "https://ops.example"], ids=["same", "cross-origin"])
 async def test_a_polling_dashboard_is_answered_by_the_hub_behind_uvicorn(
-    settings: Settings,
+    settings: Settings, origin: str | None
 ) -> None:
-    async with serve_hub(settings) as running, dashboard(running.url, ["polling"]) as board:
+    """With python-socketio's client; the cross-origin one sends an Origin
+    header with every request, to a hub that lists its origin."""
+    server = replace(settings.server, cors_allowed_origins=(origin,) if origin else ())
+    headers = {"Origin": origin} if origin else None
+    async with (
+        serve_hub(replace(settings, server=server)) as running,
+        dashboard(running.url, ["polling"], headers=headers) as board,
+    ):
         await board.subscribe(["*"])
         async with aiohttp.ClientSession() as http:
             for n in range(3):
