@@ -89,7 +89,10 @@ def api(
         return Response(metrics.render(), content_type="text/plain; version=0.0.4")
 
     @blueprint.get("/api/devices")
-    async def devices() -> Response:
+    async def devices() -> tuple[Response, int]:
+        refused = _dashboard_refusal(auth)
+        if refused is not None:
+            return refused
         records = {record.device_id: record for record in await store.devices()}
         listed = [d for d in auth.listed if d not in records]
         answer = [
@@ -119,10 +122,13 @@ def api(
             for d in listed
         ]
         answer.sort(key=lambda d: str(d["device_id"]))
-        return jsonify({"devices": answer})
+        return jsonify({"devices": answer}), 200
 
     @blueprint.get("/api/devices/<device_id>/readings")
     async def readings(device_id: str) -> tuple[Response, int]:
+        refused = _dashboard_refusal(auth)
+        if refused is not None:
+            return refused
         if not is_valid_device_id(device_id):
             return jsonify({"error": "invalid device id"}), 400
         try:
@@ -162,13 +168,26 @@ def api(
     return blueprint
 
 
-def _admin_refusal(auth: Authenticator) -> tuple[Response, int] | None:
+def _bearer() -> str:
     header = request.headers.get("Authorization", "")
-    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    return header[7:].strip() if header[:7].lower() == "bearer " else ""
+
+
+def _admin_refusal(auth: Authenticator) -> tuple[Response, int] | None:
     try:
-        auth.check_admin(token)
+        auth.check_admin(_bearer())
     except AuthError as exc:
         return jsonify({"error": exc.reason}), 403 if not auth.admin_enabled else 401
+    return None
+
+
+def _dashboard_refusal(auth: Authenticator) -> tuple[Response, int] | None:
+    """What dashboards read over HTTP needs the dashboard token, as the
+    `/dashboard` namespace does, when one is set."""
+    try:
+        auth.check_dashboard(_bearer())
+    except AuthError as exc:
+        return jsonify({"error": exc.reason}), 401
     return None
 
 

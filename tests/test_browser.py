@@ -169,13 +169,18 @@ async def test_a_dashboard_token_is_asked_for_and_presented(settings: Settings, 
     settings = replace(settings, auth=AuthSettings(dashboard_token="dash"))
     async with serve_hub(settings) as running:
         await post(running, "t-1", b'{"humidity": 50}')
+        await post(running, "t-2", b'{"humidity": 40}')
         await open_dashboard(page, running.url)
         await expect(page.locator("#conn-state")).to_contain_text("refused")
         await page.fill("#dashboard-token", "dash")
         await page.press("#dashboard-token", "Enter")
         await expect(page.locator("#conn-state")).to_have_text("connected")
+        # The device list and history are read over HTTP, with the token too.
+        await expect(chip(page, "t-2", "humidity")).to_have_text("40 %RH")
         await post(running, "t-1", b'{"humidity": 51}')
         await expect(chip(page, "t-1", "humidity")).to_have_text("51 %RH")
+        await page.evaluate("location.hash = '#device=t-1'")
+        await wait_for_state(page, lambda s: series(s, "humidity")["points"] == 2, what="history")
 
 
 @pytest.mark.parametrize("outcome", ["replay", "gap"])

@@ -19,7 +19,7 @@ import socketio
 from hub.config import AuthSettings, DeviceSettings, Settings
 from tests.brokers import Mosquitto
 from tests.hubs import RunningHub, dashboard, serve_hub
-from tests.test_e2e import publish
+from tests.test_e2e import get, post, publish
 
 TRANSPORTS = ["websocket", "polling"]
 
@@ -238,3 +238,39 @@ async def test_cross_origin_access_follows_the_allowed_origins(settings: Setting
         ) as response,
     ):
         assert "Access-Control-Allow-Origin" not in response.headers
+
+
+async def test_the_http_reads_need_the_dashboard_token_when_one_is_set(
+    settings: Settings,
+) -> None:
+    """The device list and history say what the live stream says: with a
+    dashboard token set, they need it too (and not the admin's)."""
+    guarded = replace(settings, auth=AuthSettings(dashboard_token="dash", admin_token="adm"))
+    paths = ["/api/devices", "/api/devices/t-1/readings?metric=humidity"]
+    async with serve_hub(guarded) as running, aiohttp.ClientSession() as http:
+        status, _ = await post(running, "t-1", b'{"humidity": 50}')
+        assert status == 202
+        for path in paths:
+            for authorization, expected in (
+                (None, 401),
+                ("Bearer wrong", 401),
+                ("Bearer adm", 401),
+                ("Basic dash", 401),
+                ("Bearer dash", 200),
+            ):
+                headers = {"Authorization": authorization} if authorization else {}
+                async with http.get(f"{running.url}{path}", headers=headers) as response:
+                    assert response.status == expected, (path, authorization)
+                    body = await response.json()
+                    if expected == 401:
+                        assert body == {"error": "wrong or missing token"}
+                    else:
+                        assert "t-1" in str(body)
+        _, info = await get(running, "/api/info")
+        assert info["dashboard_token_required"] is True  # the page asks before it reads
+        status, _ = await get(running, "/healthz")
+        assert status == 200
+    async with serve_hub(settings) as running:  # no token set: open, as before
+        for path in paths:
+            status, _ = await get(running, path)
+            assert status == 200

@@ -7,7 +7,15 @@ export class ApiError extends Error {
   }
 }
 
-async function getJSON(path, { token, signal } = {}) {
+// The dashboard token, when the hub asks for one: sent with the device list
+// and history reads, as the Socket.IO connection sends it.
+let dashboardToken = "";
+
+export function useDashboardToken(token) {
+  dashboardToken = token || "";
+}
+
+async function getJSON(path, { token = dashboardToken, signal } = {}) {
   const headers = { Accept: "application/json" };
   if (token) headers.Authorization = `Bearer ${token}`;
   const response = await fetch(path, { headers, signal, cache: "no-store" });

@@ -4,7 +4,7 @@
 
 import "./style.css";
 import { AdminPanel } from "./admin.js";
-import { hubInfo, listDevices } from "./api.js";
+import { hubInfo, listDevices, useDashboardToken } from "./api.js";
 import { ConnectionBar } from "./bar.js";
 import { Connection, transportsFrom } from "./connection.js";
 import { DeviceView } from "./device.js";
@@ -144,6 +144,7 @@ async function main() {
   const token = new URLSearchParams(location.search).get("token") || sessionStorage.getItem(TOKEN_KEY) || "";
   tokenForm.hidden = !info.dashboard_token_required;
   tokenInput.value = token;
+  useDashboardToken(token);
   const connection = new Connection(store, {
     transports,
     token,
@@ -160,6 +161,7 @@ async function main() {
   tokenForm.addEventListener("submit", (event) => {
     event.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, tokenInput.value);
+    useDashboardToken(tokenInput.value);
     connection.useToken(tokenInput.value);
   });
 
