@@ -7,6 +7,8 @@ import asyncio
 import json
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -41,6 +43,18 @@ def cursor_now(running: RunningHub) -> dict[str, Any]:
     """A dashboard's auth for "I have everything up to now"."""
     store = running.hub.store
     return {"cursor": {"epoch": store.epoch, "seq": store.head}}
+
+
+@asynccontextmanager
+async def hub_behind(
+    settings: Settings, count: int, devices: tuple[str, ...] = ("r1",)
+) -> AsyncIterator[tuple[RunningHub, dict[str, Any]]]:
+    """A hub, and a dashboard cursor that `count` stored readings are past."""
+    async with serve_hub(settings) as running:
+        await post_many(running, 1)
+        cursor = cursor_now(running)
+        await post_many(running, count, devices, start=1)
+        yield running, cursor
 
 
 def stored_seqs(
@@ -105,10 +119,7 @@ async def test_readings_committed_during_the_replay_are_neither_lost_nor_repeate
     tmp_path: Any, mosquitto: Mosquitto
 ) -> None:
     settings = _with(tmp_path, mosquitto, rate=1500, burst=200, page_size=100)
-    async with serve_hub(settings) as running:
-        await post_many(running, 1)
-        cursor = cursor_now(running)
-        await post_many(running, 3000, ("a", "b"), start=1)
+    async with hub_behind(settings, 3000, ("a", "b")) as (running, cursor):
 
         async def live_traffic() -> None:
             for i in range(40):
@@ -138,34 +149,32 @@ async def test_presence_changes_reach_a_dashboard_during_its_replay(
     1,000 readings/s here) is shown at once, not lost: presence is the state
     now, not part of the history."""
     settings = _with(tmp_path, mosquitto, rate=1000, burst=100, page_size=100)
-    async with serve_hub(settings) as running:
-        await post_many(running, 1)
-        cursor = cursor_now(running)
-        await post_many(running, 3000, start=1)
-        async with dashboard(running.url, auth=cursor) as board:
-            await board.subscribe(["*"])
-            await wait_until(lambda: len(board.named("replay")) >= 1, what="the replay's start")
-            await publish(mosquitto, "devices/radio/status", "online", retain=True)
-            await wait_until(
-                lambda: any(p["device_id"] == "radio" for p in board.presence),
-                what="radio's presence",
-            )
-            assert len(board.named("replay")) == 1, "presence waited for the replay's end"
-            assert board.presence[-1]["online"] is True
-            await board.wait_readings(3000, within=20)
+    async with (
+        hub_behind(settings, 3000) as (running, cursor),
+        dashboard(running.url, auth=cursor) as board,
+    ):
+        await board.subscribe(["*"])
+        await wait_until(lambda: len(board.named("replay")) >= 1, what="the replay's start")
+        await publish(mosquitto, "devices/radio/status", "online", retain=True)
+        await wait_until(
+            lambda: any(p["device_id"] == "radio" for p in board.presence),
+            what="radio's presence",
+        )
+        assert len(board.named("replay")) == 1, "presence waited for the replay's end"
+        assert board.presence[-1]["online"] is True
+        await board.wait_readings(3000, within=20)
 
 
 async def test_the_replay_rate_is_honoured(tmp_path: Any, mosquitto: Mosquitto) -> None:
     settings = _with(tmp_path, mosquitto, rate=1000, burst=100, page_size=100)
-    async with serve_hub(settings) as running:
-        await post_many(running, 1)
-        cursor = cursor_now(running)
-        await post_many(running, 3000, start=1)
-        async with dashboard(running.url, auth=cursor) as board:
-            started = time.monotonic()
-            await board.subscribe(["*"])
-            await board.wait_readings(3000, within=20)
-            took = time.monotonic() - started
+    async with (
+        hub_behind(settings, 3000) as (running, cursor),
+        dashboard(running.url, auth=cursor) as board,
+    ):
+        started = time.monotonic()
+        await board.subscribe(["*"])
+        await board.wait_readings(3000, within=20)
+        took = time.monotonic() - started
     # 100 at once (the burst), then 2,900 at 1,000/s: 2.9 s, plus overheads.
     assert 2.6 <= took <= 5.0, f"3000 readings at 1000/s took {took:.2f} s"
 
@@ -203,10 +212,7 @@ async def test_a_cursor_from_another_epoch_gets_a_gap_then_live(settings: Settin
 
 async def test_a_backlog_beyond_the_limit_is_a_gap(tmp_path: Any, mosquitto: Mosquitto) -> None:
     settings = _with(tmp_path, mosquitto, max_backlog=100, page_size=50)
-    async with serve_hub(settings) as running:
-        await post_many(running, 1)
-        cursor = cursor_now(running)
-        await post_many(running, 150, start=1)
+    async with hub_behind(settings, 150) as (running, cursor):
         head = running.hub.store.head
         async with dashboard(running.url, auth=cursor) as board:
             await board.subscribe(["*"])
@@ -244,10 +250,7 @@ async def test_concurrent_replays_are_bounded_and_all_complete(
     tmp_path: Any, mosquitto: Mosquitto
 ) -> None:
     settings = _with(tmp_path, mosquitto, rate=2000, burst=200, page_size=100, max_concurrent=2)
-    async with serve_hub(settings) as running:
-        await post_many(running, 1)
-        cursor = cursor_now(running)
-        await post_many(running, 600, start=1)
+    async with hub_behind(settings, 600) as (running, cursor):
         expected = stored_seqs(settings, cursor["cursor"]["seq"])
         most_active = 0
 
