@@ -119,10 +119,7 @@ class LongPolls:
         self._counted = -math.inf
         # What python-engineio adds to every response to a request without an
         # Origin header: nothing, or Access-Control-Allow-Credentials.
-        self.cors_headers = [
-            (name.encode(), value.encode())
-            for name, value in self.eio._cors_headers({"REQUEST_METHOD": "GET"})
-        ]
+        self.cors_headers = _encoded(self.eio._cors_headers({"REQUEST_METHOD": "GET"}))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.path:
@@ -146,7 +143,7 @@ class LongPolls:
             allowed = eio._cors_allowed_origins(environ)
             if allowed is not None and environ["HTTP_ORIGIN"] not in allowed:
                 return None
-        return [(name.encode(), value.encode()) for name, value in eio._cors_headers(environ)]
+        return _encoded(eio._cors_headers(environ))
 
     async def _answer(
         self,
@@ -171,7 +168,7 @@ class LongPolls:
         if sid in eio.sockets and eio.sockets[sid].closed:
             del eio.sockets[sid]
         body: bytes = response["response"]
-        headers = [(name.encode(), value.encode()) for name, value in response["headers"]]
+        headers = _encoded(response["headers"])
         if eio.http_compression and len(body) >= eio.compression_threshold:
             for encoding in encodings.decode("latin-1").split(","):
                 encoding = encoding.split(";")[0].strip()
@@ -218,6 +215,11 @@ class LongPolls:
             polling = sum(1 for t in self._answered.values() if now - t < ACTIVE)
             self._interval = min(MAX_INTERVAL, polling / self.rate)
         return self._interval
+
+
+def _encoded(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """python-engineio's (name, value) headers, as ASGI sends them."""
+    return [(name.encode(), value.encode()) for name, value in headers]
 
 
 def _polling_sid(query: bytes) -> str | None:
