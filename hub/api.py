@@ -79,7 +79,7 @@ def api(
         ready = bool(store.epoch) and not status["writer"]["failing"]
         body = {
             "ready": ready,
-            "store": {"epoch": store.epoch, "head": store.head},
+            "store": {"epoch": store.epoch, "head": store.head, **store.status()},
             "ingest": status,
         }
         return jsonify(body), 200 if ready else 503

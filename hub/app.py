@@ -39,7 +39,7 @@ from hub.pages import pages
 from hub.polling import LongPolls, release_all, release_polls_on_close
 from hub.presence import Presence
 from hub.replay import Replayer
-from hub.store import Store, open_store
+from hub.store import SqliteStore, Store, open_store
 from hub.wire import HubPacket
 from hub.writer import Writer
 
@@ -195,6 +195,13 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
     metrics.gauge(
         "hub_mqtt_connected", lambda: float(mqtt is not None and mqtt.connection.connected)
     )
+    if isinstance(store, SqliteStore):
+        checkpoints = store.checkpoints
+        metrics.gauge("hub_db_bytes", lambda: float(store.db_bytes()))
+        metrics.gauge("hub_wal_bytes", lambda: float(checkpoints.wal_bytes()))
+        metrics.counted("hub_wal_written_bytes_total", lambda: float(checkpoints.written_bytes))
+        metrics.counted("hub_wal_restarts_total", lambda: float(checkpoints.restarts))
+        metrics.gauge("hub_checkpoints_failing", lambda: float(checkpoints.failing is not None))
 
     @quart.while_serving
     async def lifespan() -> AsyncGenerator[None, None]:

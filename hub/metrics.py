@@ -36,14 +36,19 @@ _HELP = {
 class Metrics:
     def __init__(self) -> None:
         self.counters: defaultdict[tuple[str, LabelSet], float] = defaultdict(float)
-        self._gauges: dict[str, Callable[[], float]] = {}
+        # name -> (Prometheus type, reader): values another component keeps
+        self._gauges: dict[str, tuple[str, Callable[[], float]]] = {}
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         self.counters[(name, tuple(sorted(labels.items())))] += amount
 
     def gauge(self, name: str, read: Callable[[], float]) -> None:
         """Register a gauge read at scrape time."""
-        self._gauges[name] = read
+        self._gauges[name] = ("gauge", read)
+
+    def counted(self, name: str, read: Callable[[], float]) -> None:
+        """Register a counter that another component keeps, read at scrape time."""
+        self._gauges[name] = ("counter", read)
 
     def value(self, name: str, **labels: str) -> float:
         return self.counters.get((name, tuple(sorted(labels.items()))), 0.0)
@@ -57,8 +62,8 @@ class Metrics:
             kind, text = _HELP.get(name, ("counter", name))
             lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
             lines += [f"{name}{_labels(labels)} {_number(amount)}" for labels, amount in samples]
-        for name, read in sorted(self._gauges.items()):
-            lines += [f"# TYPE {name} gauge", f"{name} {_number(read())}"]
+        for name, (kind, read) in sorted(self._gauges.items()):
+            lines += [f"# TYPE {name} {kind}", f"{name} {_number(read())}"]
         return "\n".join(lines) + "\n"
 
 

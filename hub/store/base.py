@@ -31,6 +31,14 @@ class Store(Protocol):
     def head(self) -> int:
         """The highest committed seq (0 for an empty store)."""
 
+    @property
+    def failing(self) -> str | None:
+        """Why the store cannot keep itself within its bounds (its checkpoints
+        fail on a full disk, say), or None. Commits may still succeed."""
+
+    def status(self) -> dict[str, object]:
+        """What /readyz shows of the store besides epoch and head."""
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -9,7 +9,6 @@ here works on a whole batch.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import sqlite3
@@ -36,18 +35,26 @@ from hub.models import (
     WriteBatch,
     WriteOutcome,
 )
+from hub.store.checkpoints import Checkpoints, Result, catch_up
 from hub.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY = 1.0  # seconds between passive checkpoints
-WAL_WARNING_PAGES = 100_000  # a WAL this long (about 400 MB) that will not shrink is logged
+WAL_TARGET = 16 * 1024 * 1024  # bytes: the WAL file is cut back to this and starts over past it
 
 REJECTIONS_KEPT = 10_000
 
 
 class SqliteStore:
-    def __init__(self, path: str | Path, synchronous: str = "normal"):
+    def __init__(
+        self,
+        path: str | Path,
+        synchronous: str = "normal",
+        *,
+        wal_target: int = WAL_TARGET,
+        checkpoint_every: float = CHECKPOINT_EVERY,
+    ):
         self.path = Path(path)
         self.synchronous = synchronous
         self._db: aiosqlite.Connection | None = None
@@ -55,37 +62,15 @@ class SqliteStore:
         # own thread: in WAL mode they read a snapshot while the writer
         # commits, so a long replay read never delays a commit.
         self._reader: aiosqlite.Connection | None = None
-        # A third connection copies the WAL back into the database file. In a
-        # commit (SQLite's default, every 1000 pages) that took 0.5-2 s under
-        # load here, all of it added to the acks and broadcasts waiting on the
-        # commit; on its own thread it delays nothing.
-        self._checkpointer: aiosqlite.Connection | None = None
-        self._checkpoints: asyncio.Task[None] | None = None
+        # A third connection copies the WAL back into the database file beside
+        # the writer, so that commits do not wait for it (hub.store.checkpoints).
+        self.checkpoints = Checkpoints(self.path, target=wal_target, interval=checkpoint_every)
         self._purged_through = 0
         self._epoch = ""
         # The seq allocator's position (sqlite_sequence): every seq up to it is
         # either stored or will never be. Duplicates that INSERT OR IGNORE
         # skipped still consumed a number, so seqs can have holes.
         self._head = 0
-
-    async def _checkpoint_forever(self) -> None:
-        """A passive checkpoint every second: it copies what no reader still
-        needs and never waits for (or blocks) the writer or the readers."""
-        warned = False
-        while True:
-            await asyncio.sleep(CHECKPOINT_EVERY)
-            if self._checkpointer is None:
-                return
-            try:
-                cursor = await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                _busy, pages, copied = await cursor.fetchone() or (0, 0, 0)
-            except sqlite3.Error as exc:
-                log.warning("checkpoint of %s failed: %s", self.path, exc)
-                continue
-            behind = pages - copied
-            if behind > WAL_WARNING_PAGES and not warned:
-                log.warning("the WAL of %s holds %d pages not yet checkpointed", self.path, behind)
-            warned = behind > WAL_WARNING_PAGES
 
     @property
     def epoch(self) -> str:
@@ -110,16 +95,18 @@ class SqliteStore:
             await self._db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
             await self._db.execute("PRAGMA foreign_keys=OFF")
             # Checkpoints run on a connection of their own (below), not in
-            # whichever commit happens to cross SQLite's threshold.
+            # whichever commit happens to cross SQLite's threshold; once the
+            # WAL starts over, its file is cut back to the target.
             await self._db.execute("PRAGMA wal_autocheckpoint=0")
+            await self._db.execute(f"PRAGMA journal_size_limit={self.checkpoints.target}")
             await self._migrate()
             self._epoch = await self._meta_epoch()
             self._head = await self._sequence()
             self._purged_through = int(await self._meta("purged_through") or 0)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader.execute("PRAGMA query_only=ON")
-            self._checkpointer = await aiosqlite.connect(self.path, isolation_level=None)
-            self._checkpoints = asyncio.create_task(self._checkpoint_forever(), name="checkpoints")
+            (page_size,) = (await self._fetch_raw("PRAGMA page_size"))[0]
+            await self.checkpoints.open(int(page_size))
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise StoreError("open", f"{self.path}: {exc}") from exc
@@ -130,11 +117,8 @@ class SqliteStore:
             raise
 
     async def close(self) -> None:
-        if self._checkpoints is not None:
-            self._checkpoints.cancel()
-            await asyncio.gather(self._checkpoints, return_exceptions=True)
-            self._checkpoints = None
-        for name in ("_checkpointer", "_reader", "_db"):
+        await self.checkpoints.close()
+        for name in ("_reader", "_db"):
             connection = getattr(self, name)
             if connection is not None:
                 setattr(self, name, None)
@@ -179,19 +163,32 @@ class SqliteStore:
         # The whole transaction runs in one call on the connection's thread:
         # each aiosqlite call is a thread hop that has to win the GIL back
         # from a busy event loop, and a commit made of six hops is six waits.
+        checkpoints = self.checkpoints
         try:
             outcome: WriteOutcome
-            outcome, head = await self.db._execute(  # type: ignore[no-untyped-call]
-                self._transaction, batch, self._head
-            )
+            if checkpoints.catch_up_due():
+                async with checkpoints.catching_up():
+                    outcome, head, checkpoint = await self.db._execute(  # type: ignore[no-untyped-call]
+                        self._transaction, batch, self._head, True
+                    )
+                checkpoints.observe(checkpoint)
+            else:
+                outcome, head, _ = await self.db._execute(  # type: ignore[no-untyped-call]
+                    self._transaction, batch, self._head, False
+                )
         except sqlite3.Error as exc:
             raise StoreError("write", str(exc)) from exc
         self._head = head
+        checkpoints.after_commit()
         return outcome
 
-    def _transaction(self, batch: WriteBatch, head: int) -> tuple[WriteOutcome, int]:
-        """One write transaction, on the connection's own thread."""
+    def _transaction(
+        self, batch: WriteBatch, head: int, catch_up_first: bool
+    ) -> tuple[WriteOutcome, int, Result | sqlite3.Error | None]:
+        """One write transaction, on the connection's own thread; first, when
+        asked, the checkpoint that lets the WAL start over with it."""
         db: sqlite3.Connection = self.db._conn
+        checkpoint = catch_up(db) if catch_up_first else None
         db.execute("BEGIN IMMEDIATE")
         try:
             outcome, head = _insert_readings(db, batch.readings, head)
@@ -203,7 +200,27 @@ class SqliteStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        return outcome, head
+        return outcome, head, checkpoint
+
+    def db_bytes(self) -> int:
+        """The size of the database file (without its WAL)."""
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    @property
+    def failing(self) -> str | None:
+        failing = self.checkpoints.failing
+        return None if failing is None else f"checkpoints of the WAL fail: {failing}"
+
+    def status(self) -> dict[str, object]:
+        return {
+            "path": str(self.path),
+            "db_bytes": self.db_bytes(),
+            "wal_bytes": self.checkpoints.wal_bytes(),
+            "failing": self.failing,
+        }
 
     # -- reading ------------------------------------------------------------
 
