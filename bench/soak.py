@@ -63,6 +63,7 @@ class Options:
     report: float = 30.0  # s between printed rows
     retention: str = ""  # storage.retention for the hub, e.g. "2m"
     abort_wal: int = 4096 * MiB  # stop early (and fail) once the WAL passes this
+    # more settings for the hub, as HUB_<KEY> names them: {"storage__batch_max": "500"}
     overrides: dict[str, str] = field(default_factory=dict)
 
 
@@ -77,6 +78,7 @@ class Sample:
     rss_file: int
     stored: float
     commits: float
+    commit_seconds: float
     wal_written: float | None  # hub_wal_written_bytes_total, where the hub has it
     received: int = 0  # readings the dashboards got in this second
     histogram: dict[int, int] = field(default_factory=dict)
@@ -259,6 +261,7 @@ def take_sample(url: str, pid: int, db: Path, wal: Path) -> Sample:
         rss_file=filed,
         stored=metrics.get("hub_readings_stored_total", 0.0),
         commits=metrics.get("hub_commits_total", 0.0),
+        commit_seconds=metrics.get("hub_commit_seconds_total", 0.0),
         wal_written=metrics.get("hub_wal_written_bytes_total"),
     )
 
@@ -327,6 +330,9 @@ def results(
         "db_bytes_per_reading": per_reading(float(last.db), float(first.db), readings),
         "commits_per_second": (last.commits - first.commits) / seconds,
         "readings_per_commit": readings / max(last.commits - first.commits, 1),
+        "commit_ms": 1000
+        * (last.commit_seconds - first.commit_seconds)
+        / max(last.commits - first.commits, 1),
         "p50_start_ms": percentile(merged(start), 0.5),
         "p99_start_ms": p99_start,
         "p50_end_ms": percentile(merged(end), 0.5),
@@ -384,7 +390,8 @@ def report(result: dict[str, Any]) -> str:
         f"file-backed {n('rss_file_growth', 1e6)} MB",
         f"  per reading: WAL {n('wal_bytes_per_reading', digits=0)} B, "
         f"database {n('db_bytes_per_reading', digits=0)} B; "
-        f"{n('commits_per_second')} commits/s, {n('readings_per_commit')} readings per commit",
+        f"{n('commits_per_second')} commits/s of {n('readings_per_commit')} readings, "
+        f"each {n('commit_ms')} ms",
         f"  latency p50/p99: {latency}",
     ]
     lines += [f"  {'met ' if ok else 'MISSED'} {name}" for name, ok in result["checks"].items()]
@@ -399,6 +406,13 @@ def main() -> None:
     parser.add_argument("--dashboards", type=int, default=20)
     parser.add_argument("--report", type=float, default=30.0, help="seconds between rows")
     parser.add_argument("--retention", default="", help="storage.retention, e.g. 2m")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION__KEY=VALUE",
+        help="a hub setting, as HUB_SECTION__KEY=VALUE would set it (repeatable)",
+    )
     parser.add_argument("--abort-wal-mib", type=float, default=4096.0)
     args = parser.parse_args()
     options = Options(
@@ -411,6 +425,7 @@ def main() -> None:
         report=args.report,
         retention=args.retention,
         abort_wal=int(args.abort_wal_mib * MiB),
+        overrides=dict(item.split("=", 1) for item in args.set),
     )
     result = run(options)
     raise SystemExit(0 if result["ok"] else 1)

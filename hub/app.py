@@ -138,6 +138,7 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         metrics,
         batch_max=settings.storage.batch_max,
         linger=settings.storage.commit_linger,
+        linger_busy=settings.storage.commit_linger_busy,
         queue_max=settings.storage.queue_max,
         retention_ms=round(settings.storage.retention * 1000),
         retention_batch=settings.storage.retention_batch,

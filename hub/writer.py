@@ -1,7 +1,8 @@
 """The single writer: group commit between the ingest adapters and the store.
 
 Adapters hand it normalized messages; it gathers what arrives within
-`commit_linger` (or until `batch_max` readings), commits that as one
+`commit_linger` (or until `batch_max` readings; `commit_linger_busy` once
+over half of a second went into commits), commits that as one
 transaction, resolves every submitter's future (their acknowledgement), and
 only then hands the committed readings and presence changes to the
 broadcaster. Being the only writer is what keeps `seq` in commit order and
@@ -37,6 +38,10 @@ RETRY_FIRST = 0.05  # seconds before the first retry of a failed commit
 RETRY_MAX = 2.0  # seconds between retries at most
 BUSY_RETRY_AFTER = 1.0  # seconds a busy client is told to wait
 RETENTION_CATCH_UP = 0.05  # seconds between retention steps while behind
+BUSY_SHARE = 0.5  # of the last second spent committing: the store is busy,
+QUIET_SHARE = 0.25  # and stays so until the share falls below this (larger
+# batches take a smaller share, which must not end the busy spell)
+BUSY_WINDOW = 1.0  # seconds over which that share is counted
 
 PublishFn = Callable[[tuple[Reading, ...], tuple[PresenceChange, ...]], None]
 
@@ -98,11 +103,13 @@ class Writer:
         *,
         batch_max: int = 2000,
         linger: float = 0.002,
+        linger_busy: float = 0.02,
         queue_max: int = 1000,
         presence_interval: float = 1.0,
         retention_ms: int = 0,
         retention_batch: int = 5000,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self.store = store
         self.presence = presence
@@ -110,14 +117,23 @@ class Writer:
         self.metrics = metrics
         self.batch_max = batch_max
         self.linger = linger
+        self.linger_busy = linger_busy
         self.presence_interval = presence_interval
         self.retention_ms = retention_ms
         self.retention_batch = retention_batch
         self.clock = clock
+        self.monotonic = monotonic
         self._queue: asyncio.Queue[_Submission | None] = asyncio.Queue(queue_max)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.failing: str | None = None
+        # Time spent committing in the current window, and whether the last
+        # full window was busy: then batches linger longer and grow, because
+        # a commit writes each page it touches to the WAL whole, however few
+        # of its readings it holds (docs/performance.md, issue 13).
+        self.busy = False
+        self._window_start = monotonic()
+        self._window_committing = 0.0
 
     async def __aenter__(self) -> Writer:
         self._task = asyncio.create_task(self._run(), name="writer")
@@ -228,7 +244,9 @@ class Writer:
                 stopping = True
             else:
                 batch.append(first)
-                stopping = await self._gather(batch, loop.time() + self.linger)
+                self._count_busy(0.0)  # a quiet spell ends the busy window
+                linger = self.linger_busy if self.busy else self.linger
+                stopping = await self._gather(batch, loop.time() + linger)
             await self._commit(batch, expire=False)
             if loop.time() >= next_chores and not stopping:
                 next_chores = loop.time() + await self._chores()
@@ -288,6 +306,7 @@ class Writer:
         if outcome is None:
             return
         took = time.perf_counter() - started
+        self._count_busy(took)
         self.metrics.inc("hub_commits_total")
         self.metrics.inc("hub_commit_seconds_total", took)
         if took > SLOW_COMMIT:
@@ -317,6 +336,16 @@ class Writer:
                     )
                 )
         self.publish(outcome.readings, write.presence)
+
+    def _count_busy(self, took: float) -> None:
+        """Add a commit's duration to the window; a window over, judge it."""
+        self._window_committing += took
+        now = self.monotonic()
+        elapsed = now - self._window_start
+        if elapsed >= BUSY_WINDOW:
+            share = self._window_committing / elapsed
+            self.busy = share >= (QUIET_SHARE if self.busy else BUSY_SHARE)
+            self._window_start, self._window_committing = now, 0.0
 
     async def _write(self, write: WriteBatch, batch: list[_Submission]) -> WriteOutcome | None:
         """Commit, retrying with backoff for as long as the store refuses: the

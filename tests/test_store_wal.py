@@ -106,3 +106,28 @@ async def test_a_reader_holding_the_old_log_delays_the_restart_until_it_ends(
     finally:
         reader.close()
         await store.close()
+
+
+async def test_a_new_store_writes_1_kib_pages(tmp_path: Path) -> None:
+    # a commit writes each page it touches to the WAL whole: smaller pages,
+    # fewer bytes for the same few readings per index page
+    store = SqliteStore(tmp_path / "hub.db")
+    await store.open()
+    await store.close()
+    with sqlite3.connect(tmp_path / "hub.db") as db:
+        assert db.execute("PRAGMA page_size").fetchone() == (1024,)
+
+
+async def test_a_store_made_with_4_kib_pages_keeps_them(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA page_size = 4096")
+        db.execute("CREATE TABLE earlier (x)")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        written = await store.write(batch(0))
+        assert len(written.readings) == 60
+        assert store.checkpoints.page_size == 4096
+    finally:
+        await store.close()
