@@ -106,7 +106,7 @@ async def test_seq_is_never_reused_after_the_newest_rows_are_deleted(tmp_path: P
     await store.write(WriteBatch(readings=(reading(), reading(value=2))))
     await store.close()
     with sqlite3.connect(path) as db:
-        db.execute("DELETE FROM readings")
+        db.execute("DELETE FROM samples")
     store = await opened(path)
     outcome = await store.write(WriteBatch(readings=(reading(value=3),)))
     assert [r.seq for r in outcome.readings] == [3]
@@ -395,3 +395,58 @@ async def test_commits_do_not_checkpoint_a_connection_of_its_own_does(tmp_path: 
             assert db.execute("SELECT count(*) FROM readings").fetchone() == (50_000,)
     finally:
         await store.close()
+
+
+async def test_a_store_of_schema_2_is_migrated_with_every_reading_and_its_seq(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "hub.db"
+    with sqlite3.connect(path, isolation_level=None) as db:
+        db.execute("PRAGMA page_size = 4096")  # as the hub made them then
+        for number, script in enumerate(MIGRATIONS[:2], start=1):
+            db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        db.execute("INSERT INTO meta(key, value) VALUES ('epoch', 'e-before')")
+        db.execute(
+            "INSERT INTO devices(device_id, first_seen, last_seen, online) "
+            "VALUES ('dev-1', 1, 2, 1), ('dev-2', 3, 4, 0)"
+        )
+        old = [
+            ("dev-1", "temperature", T0, 21.5, "Cel", 7),
+            ("dev-1", "humidity", T0, 40.0, "%RH", 7),
+            ("dev-2", "count", T0 + 1, 3.0, None, None),
+            ("dev-2", "power", T0 + 2, 0.1 + 0.2, "W", None),
+            ("dev-3", "temperature", T0 + 3, -4.25, "Cel", 1),  # no devices row
+        ]
+        db.executemany(
+            "INSERT INTO readings(device_id, metric, ts, value, unit, device_seq) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            old,
+        )
+        db.execute("DELETE FROM readings WHERE seq = 3")
+        # seqs that duplicates consumed: the allocator is past the last row
+        db.execute("UPDATE sqlite_sequence SET seq = 9 WHERE name = 'readings'")
+    store = await opened(path)
+    try:
+        assert (store.epoch, store.head) == ("e-before", 9)
+        kept = [r for k, r in enumerate(old, start=1) if k != 3]
+        stored = await store.readings_after(0, 9, None, 100)
+        assert [r.seq for r in stored] == [1, 2, 4, 5]
+        assert [(r.device_id, r.metric, r.ts, r.value, r.unit) for r in stored] == [
+            r[:5] for r in kept
+        ]
+        assert [r.seq for r in await store.readings_after(0, 9, ["dev-2"], 100)] == [4]
+        assert [d.device_id for d in await store.devices()] == ["dev-1", "dev-2", "dev-3"]
+        # the old device seqs still deduplicate; new readings continue the seqs
+        again = await store.write(
+            WriteBatch(readings=(reading("dev-1", "temperature", device_seq=7), reading()))
+        )
+        assert again.stored == (False, True)
+        (new,) = again.readings
+        assert new.seq == store.head > 9
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        view = db.execute("SELECT seq, device_id, metric, unit FROM readings ORDER BY seq")
+        assert view.fetchall()[-1] == (new.seq, "dev-1", "temperature", "Cel")

@@ -76,4 +76,68 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX commands_by_device ON commands(device_id, sent_ms);
     """,
+    # 3: readings keyed by small integers (issue 13). A device and a series
+    # (one metric of one device in one unit) are numbered once; a row of
+    # `samples` holds the numbers, so rows and index entries are about half
+    # the size and a commit touches fewer pages. The view `readings` shows
+    # them by name, with the columns the table had. Seqs carry over, and so
+    # does the allocator's position (sqlite_sequence).
+    """
+    CREATE TABLE devices_numbered (
+        id INTEGER PRIMARY KEY,
+        device_id TEXT NOT NULL UNIQUE,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        online INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO devices_numbered(device_id, first_seen, last_seen, online)
+        SELECT device_id, first_seen, last_seen, online FROM devices ORDER BY device_id;
+    INSERT OR IGNORE INTO devices_numbered(device_id, first_seen, last_seen, online)
+        SELECT device_id, min(ts), max(ts), 0 FROM readings GROUP BY device_id;
+    DROP TABLE devices;
+    ALTER TABLE devices_numbered RENAME TO devices;
+
+    CREATE TABLE series (
+        id INTEGER PRIMARY KEY,
+        device INTEGER NOT NULL,  -- devices.id
+        device_id TEXT NOT NULL,  -- its name too: a row is read with one lookup
+        metric TEXT NOT NULL,
+        unit TEXT NOT NULL,       -- '' for none
+        UNIQUE (device_id, metric, unit)
+    );
+    INSERT INTO series(device, device_id, metric, unit)
+        SELECT d.id, r.device_id, r.metric, r.unit
+        FROM (SELECT DISTINCT device_id, metric, coalesce(unit, '') AS unit FROM readings) r
+        JOIN devices d USING (device_id);
+
+    CREATE TABLE samples (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        device INTEGER NOT NULL,  -- devices.id
+        series INTEGER NOT NULL,  -- series.id
+        ts INTEGER NOT NULL,
+        value REAL NOT NULL,
+        device_seq INTEGER
+    );
+    INSERT INTO samples(seq, device, series, ts, value, device_seq)
+        SELECT r.seq, s.device, s.id, r.ts, r.value, r.device_seq
+        FROM readings r JOIN series s ON s.device_id = r.device_id AND s.metric = r.metric
+            AND s.unit = coalesce(r.unit, '')
+        ORDER BY r.seq;
+    DELETE FROM sqlite_sequence WHERE name = 'samples';
+    INSERT INTO sqlite_sequence(name, seq)
+        SELECT 'samples', seq FROM sqlite_sequence WHERE name = 'readings';
+    DROP TABLE readings;
+
+    -- history of one series over time
+    CREATE INDEX samples_by_series_ts ON samples(series, ts);
+    -- replay of some devices after a cursor
+    CREATE INDEX samples_by_device_seq ON samples(device, seq);
+    -- a device message repeated with the same device seq is stored once
+    CREATE UNIQUE INDEX samples_dedup ON samples(device, device_seq, series)
+        WHERE device_seq IS NOT NULL;
+
+    CREATE VIEW readings(seq, device_id, metric, ts, value, unit, device_seq) AS
+        SELECT r.seq, s.device_id, s.metric, r.ts, r.value, nullif(s.unit, ''), r.device_seq
+        FROM samples r JOIN series s ON s.id = r.series;
+    """,
 )

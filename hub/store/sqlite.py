@@ -12,13 +12,11 @@ from __future__ import annotations
 import logging
 import secrets
 import sqlite3
-from collections.abc import Collection, Iterable
-from itertools import chain
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
-import orjson
 
 from hub.errors import StoreError
 from hub.models import (
@@ -27,7 +25,6 @@ from hub.models import (
     CommandRecord,
     DeviceRecord,
     MetricSummary,
-    PendingReading,
     Reading,
     Rejection,
     RejectReason,
@@ -35,6 +32,7 @@ from hub.models import (
     WriteBatch,
     WriteOutcome,
 )
+from hub.store import transaction
 from hub.store.checkpoints import Checkpoints, Result, catch_up
 from hub.store.migrations import MIGRATIONS
 
@@ -43,7 +41,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT_EVERY = 1.0  # seconds between passive checkpoints
 WAL_TARGET = 16 * 1024 * 1024  # bytes: the WAL file is cut back to this and starts over past it
 
-REJECTIONS_KEPT = 10_000
 PAGE_SIZE = 1024  # bytes, for a new database file
 
 
@@ -72,6 +69,8 @@ class SqliteStore:
         # either stored or will never be. Duplicates that INSERT OR IGNORE
         # skipped still consumed a number, so seqs can have holes.
         self._head = 0
+        # Series numbers the writer met lately (only its thread touches them).
+        self._series = transaction.SeriesNumbers()
 
     @property
     def epoch(self) -> str:
@@ -96,21 +95,21 @@ class SqliteStore:
             # few readings touch a page in each index per device or series:
             # 1 KiB pages write less than half the WAL per reading that 4 KiB
             # pages did (docs/performance.md). Only a new file takes it.
-            await self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-            await self._db.execute("PRAGMA foreign_keys=OFF")
+            await self._fetch_raw(f"PRAGMA page_size={PAGE_SIZE}")
+            await self._fetch_raw("PRAGMA journal_mode=WAL")
+            await self._fetch_raw(f"PRAGMA synchronous={self.synchronous.upper()}")
+            await self._fetch_raw("PRAGMA foreign_keys=OFF")
             # Checkpoints run on a connection of their own (below), not in
             # whichever commit happens to cross SQLite's threshold; once the
             # WAL starts over, its file is cut back to the target.
-            await self._db.execute("PRAGMA wal_autocheckpoint=0")
-            await self._db.execute(f"PRAGMA journal_size_limit={self.checkpoints.target}")
+            await self._fetch_raw("PRAGMA wal_autocheckpoint=0")
+            await self._fetch_raw(f"PRAGMA journal_size_limit={self.checkpoints.target}")
             await self._migrate()
             self._epoch = await self._meta_epoch()
             self._head = await self._sequence()
             self._purged_through = int(await self._meta("purged_through") or 0)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._reader.execute("PRAGMA query_only=ON")
+            await self._reader.execute_fetchall("PRAGMA query_only=ON")
             (page_size,) = (await self._fetch_raw("PRAGMA page_size"))[0]
             await self.checkpoints.open(int(page_size))
         except (sqlite3.Error, OSError) as exc:
@@ -141,14 +140,23 @@ class SqliteStore:
             raise StoreError(
                 "open", f"schema version {version} is newer than this hub ({len(MIGRATIONS)})"
             )
+        if version == len(MIGRATIONS):
+            return
+        if version > 0:
+            # Migrations may rewrite every reading. In WAL mode a transaction
+            # that large needs its whole size again in the WAL; a rollback
+            # journal keeps only the pages it overwrites.
+            log.info("store %s: migrating schema %d to %d", self.path, version, len(MIGRATIONS))
+            await self._fetch_raw("PRAGMA journal_mode=DELETE")
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             # executescript commits first, so each migration is its own transaction.
             await self.db.executescript(
                 f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
             )
+        await self._fetch_raw("PRAGMA journal_mode=WAL")
 
     async def _sequence(self) -> int:
-        rows = await self._fetch_raw("SELECT seq FROM sqlite_sequence WHERE name = 'readings'")
+        rows = await self._fetch_raw("SELECT seq FROM sqlite_sequence WHERE name = 'samples'")
         return int(rows[0][0]) if rows else 0
 
     async def _meta(self, key: str) -> str | None:
@@ -197,15 +205,14 @@ class SqliteStore:
         checkpoint = catch_up(db) if catch_up_first else None
         db.execute("BEGIN IMMEDIATE")
         try:
-            outcome, head = _insert_readings(db, batch.readings, head)
-            _upsert_devices(db, batch)
-            _upsert_latest(db, outcome.readings, batch.attributes)
-            _insert_rejections(db, batch.rejections)
+            outcome, head = transaction.write(db, self._series, batch, head)
             db.execute("COMMIT")
         except BaseException:
+            self._series.rolled_back()
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        self._series.committed()
         return outcome, head, checkpoint
 
     def db_bytes(self) -> int:
@@ -236,13 +243,19 @@ class SqliteStore:
         lower = start if start is not None else -(2**62)
         upper = end if end is not None else 2**62
         order = "ASC" if start is not None else "DESC"
-        rows = await self._fetch(
-            "SELECT seq, device_id, metric, ts, value, unit FROM readings "
-            "WHERE device_id = ? AND metric = ? AND ts BETWEEN ? AND ? "
-            f"ORDER BY ts {order}, seq {order} LIMIT ?",
-            (device_id, metric, lower, upper, limit),
-        )
-        readings = [Reading(*row) for row in rows]
+        # One query per series (a metric sent in more than one unit has one
+        # each): across series, ORDER BY ts would sort the whole range before
+        # the LIMIT, where within one the index gives the order.
+        found: list[Reading] = []
+        for series, unit in await self._series_of(device_id, metric):
+            rows = await self._fetch(
+                "SELECT seq, ts, value FROM samples WHERE series = ? AND ts BETWEEN ? AND ? "
+                f"ORDER BY ts {order}, seq {order} LIMIT ?",
+                (series, lower, upper, limit),
+            )
+            found += [Reading(seq, device_id, metric, ts, value, unit) for seq, ts, value in rows]
+        found.sort(key=lambda r: (r.ts, r.seq), reverse=start is None)
+        readings = found[:limit]
         return readings if start is not None else readings[::-1]
 
     async def buckets(
@@ -258,30 +271,43 @@ class SqliteStore:
         lower = start if start is not None else -(2**62)
         upper = end if end is not None else 2**62
         order = "ASC" if start is not None else "DESC"
+        series = [number for number, _ in await self._series_of(device_id, metric)]
+        if not series:
+            return []
         rows = await self._fetch(
-            "SELECT (ts / :b) * :b AS bucket, min(value), max(value), avg(value), count(*) "
-            "FROM readings WHERE device_id = :d AND metric = :m AND ts BETWEEN :lo AND :hi "
-            f"AND seq <= :s GROUP BY bucket ORDER BY bucket {order} LIMIT :limit",
-            {
-                "b": bucket_ms,
-                "d": device_id,
-                "m": metric,
-                "lo": lower,
-                "hi": upper,
-                "s": 2**62 if through is None else through,
-                "limit": limit,
-            },
+            "SELECT (ts / ?) * ? AS bucket, min(value), max(value), avg(value), count(*) "
+            f"FROM samples WHERE series IN ({','.join('?' * len(series))}) "
+            "AND ts BETWEEN ? AND ? AND seq <= ? "
+            f"GROUP BY bucket ORDER BY bucket {order} LIMIT ?",
+            (
+                bucket_ms,
+                bucket_ms,
+                *series,
+                lower,
+                upper,
+                2**62 if through is None else through,
+                limit,
+            ),
         )
         buckets = [Bucket(int(b), mn, mx, mean, int(n)) for b, mn, mx, mean, n in rows]
         return buckets if start is not None else buckets[::-1]
+
+    async def _series_of(self, device_id: str, metric: str) -> list[tuple[int, str | None]]:
+        """The series (number, unit) of one metric of one device."""
+        rows = await self._fetch(
+            "SELECT id, nullif(unit, '') FROM series WHERE device_id = ? AND metric = ?",
+            (device_id, metric),
+        )
+        return [(int(number), unit) for number, unit in rows]
 
     async def readings_after(
         self, seq: int, upto: int, device_ids: Collection[str] | None, limit: int
     ) -> list[Reading]:
         where, params = _seq_range(seq, upto, device_ids)
         rows = await self._fetch(
-            f"SELECT seq, device_id, metric, ts, value, unit FROM readings WHERE {where} "
-            "ORDER BY seq LIMIT ?",
+            "SELECT r.seq, s.device_id, s.metric, r.ts, r.value, nullif(s.unit, '') "
+            f"FROM samples r JOIN series s ON s.id = r.series WHERE {where} "
+            "ORDER BY r.seq LIMIT ?",
             (*params, limit),
         )
         return [Reading(*row) for row in rows]
@@ -291,7 +317,7 @@ class SqliteStore:
     ) -> int:
         where, params = _seq_range(seq, upto, device_ids)
         rows = await self._fetch(
-            f"SELECT count(*) FROM (SELECT 1 FROM readings WHERE {where} LIMIT ?)",
+            f"SELECT count(*) FROM (SELECT 1 FROM samples r WHERE {where} LIMIT ?)",
             (*params, limit),
         )
         return int(rows[0][0])
@@ -301,7 +327,7 @@ class SqliteStore:
         `before_ts`, at most `limit` of them. Deleting a prefix of seqs keeps
         one fact simple for replay: everything up to `purged_through` is gone."""
         rows = await self._fetch_raw(
-            "SELECT seq, ts FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, ts FROM samples WHERE seq > ? ORDER BY seq LIMIT ?",
             (self._purged_through, limit),
         )
         last = self._purged_through
@@ -314,7 +340,7 @@ class SqliteStore:
         db = self.db
         try:
             await db.execute("BEGIN IMMEDIATE")
-            cursor = await db.execute("DELETE FROM readings WHERE seq <= ?", (last,))
+            cursor = await db.execute("DELETE FROM samples WHERE seq <= ?", (last,))
             deleted = cursor.rowcount
             await db.execute(
                 "INSERT INTO meta(key, value) VALUES ('purged_through', ?) "
@@ -408,6 +434,8 @@ class SqliteStore:
         return [CommandRecord(*row) for row in rows]
 
     async def _fetch_raw(self, sql: str, params: Any = ()) -> list[Any]:
+        """A statement on the writer's connection, run to its end: a pragma's
+        cursor left open would hold a statement that blocks DROP TABLE."""
         return list(await self.db.execute_fetchall(sql, params))
 
     async def _fetch(self, sql: str, params: Any) -> list[Any]:
@@ -419,156 +447,12 @@ class SqliteStore:
             raise StoreError("query", str(exc)) from exc
 
 
-def _match_stored(pending: tuple[PendingReading, ...], rows: Iterable[Any]) -> WriteOutcome:
-    """Pair each pending reading with the row it became, if it became one.
-
-    The rows are the new ones in insertion order; a pending reading that has no
-    row was a duplicate. A key is inserted at most once, by its first pending
-    occurrence, so matching in order is exact.
-    """
-    new = list(rows)
-    readings: list[Reading] = []
-    stored: list[bool] = []
-    position = 0
-    for p in pending:
-        if position < len(new):
-            seq, device_id, metric, device_seq = new[position]
-            if (device_id, metric, device_seq) == (p.device_id, p.metric, p.device_seq):
-                readings.append(Reading(seq, p.device_id, p.metric, p.ts, p.value, p.unit))
-                stored.append(True)
-                position += 1
-                continue
-        stored.append(False)
-    return WriteOutcome(tuple(readings), tuple(stored))
-
-
 def _seq_range(seq: int, upto: int, device_ids: Collection[str] | None) -> tuple[str, list[Any]]:
     if device_ids is None:
-        return "seq > ? AND seq <= ?", [seq, upto]
+        return "r.seq > ? AND r.seq <= ?", [seq, upto]
     marks = ",".join("?" * len(device_ids))
-    return f"seq > ? AND seq <= ? AND device_id IN ({marks})", [seq, upto, *device_ids]
-
-
-# -- the write transaction's steps (run on the writer connection's thread) -----
-
-# Each step of a batch goes to SQLite in as few statements as it can, because
-# the writer thread takes the GIL back after each one, and beside a busy event
-# loop each of those waits its turn. `executemany` is a statement per row:
-# 3,000 rows took 8.7-11.7 s that way beside a Python thread that never
-# sleeps, and 62-65 ms as one statement (docs/performance.md). So the small
-# steps go as one JSON array read by json_each, and readings in statements of
-# 1,024 rows of bound values, the rest through json_each: SQLite binds values
-# faster than it parses JSON. 3,000 readings took 7.1 ms against 9.8 ms as one
-# JSON array, and 33.5 ms against 24.8-29.4 ms beside the never-sleeping
-# thread. Every value arrives as sent: orjson writes the shortest text that
-# reads back as the same double, and SQLite reads it so (checked on 600,000
-# values, random bit patterns among them). Statements and json_each keep the
-# batch's order, so readings are numbered in it (tests/test_store.py checks
-# both). In an upsert, `WHERE true` lets SQLite tell the SELECT's end from the
-# ON CONFLICT clause.
-VALUES_ROWS = 1024  # readings per statement of bound values
-INSERT_VALUES = (
-    "INSERT OR IGNORE INTO readings(device_id, metric, ts, value, unit, device_seq) VALUES "
-    + ", ".join(["(?, ?, ?, ?, ?, ?)"] * VALUES_ROWS)
-)
-INSERT_READINGS = (
-    "INSERT OR IGNORE INTO readings(device_id, metric, ts, value, unit, device_seq) "
-    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 "
-    "FROM json_each(?)"
-)
-UPSERT_LATEST = (
-    "INSERT INTO metrics(device_id, metric, unit, ts, value) "
-    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 "
-    "FROM json_each(?) WHERE true "
-    "ON CONFLICT(device_id, metric) DO UPDATE SET unit = excluded.unit, "
-    "ts = excluded.ts, value = excluded.value WHERE excluded.ts >= metrics.ts"
-)
-UPSERT_ATTRIBUTES = (
-    "INSERT INTO attributes(device_id, name, value, ts) "
-    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 "
-    "FROM json_each(?) WHERE true "
-    "ON CONFLICT(device_id, name) DO UPDATE SET value = excluded.value, "
-    "ts = excluded.ts WHERE excluded.ts >= attributes.ts"
-)
-UPSERT_SEEN = (
-    "INSERT INTO devices(device_id, first_seen, last_seen, online) "
-    "SELECT value ->> 0, value ->> 1, value ->> 1, 0 FROM json_each(?) WHERE true "
-    "ON CONFLICT(device_id) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)"
-)
-
-
-def _insert_readings(
-    db: sqlite3.Connection, pending: tuple[PendingReading, ...], head: int
-) -> tuple[WriteOutcome, int]:
-    """Insert, and return what was stored with the allocator's new position."""
-    if not pending:
-        return WriteOutcome((), ()), head
-    inserted, at = 0, 0
-    while len(pending) - at >= VALUES_ROWS:
-        # PendingReading's fields are the columns, in order.
-        values = list(chain.from_iterable(pending[at : at + VALUES_ROWS]))
-        inserted += db.execute(INSERT_VALUES, values).rowcount
-        at += VALUES_ROWS
-    if at < len(pending):
-        # orjson takes plain tuples, not named ones.
-        batch = orjson.dumps(list(map(tuple, pending[at:])))
-        inserted += db.execute(INSERT_READINGS, (batch,)).rowcount
-    if inserted == len(pending):
-        # No duplicates: AUTOINCREMENT with a single writer numbers them in order.
-        readings = tuple(
-            Reading(head + i, p.device_id, p.metric, p.ts, p.value, p.unit)
-            for i, p in enumerate(pending, start=1)
-        )
-        return WriteOutcome(readings, (True,) * len(pending)), head + len(pending)
-    rows = db.execute(
-        "SELECT seq, device_id, metric, device_seq FROM readings WHERE seq > ? ORDER BY seq",
-        (head,),
-    ).fetchall()
-    (sequence,) = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'readings'").fetchone()
-    return _match_stored(pending, rows), int(sequence)
-
-
-def _upsert_devices(db: sqlite3.Connection, batch: WriteBatch) -> None:
-    if batch.seen:
-        db.execute(UPSERT_SEEN, (orjson.dumps(list(batch.seen.items())),))
-    if batch.presence:
-        db.executemany(
-            "INSERT INTO devices(device_id, first_seen, last_seen, online) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(device_id) DO UPDATE SET online = excluded.online, "
-            "last_seen = max(last_seen, excluded.last_seen)",
-            [(p.device_id, p.last_seen, p.last_seen, int(p.online)) for p in batch.presence],
-        )
-
-
-def _upsert_latest(
-    db: sqlite3.Connection, readings: Iterable[Reading], attributes: tuple[Attribute, ...]
-) -> None:
-    latest: dict[tuple[str, str], Reading] = {}
-    for reading in readings:
-        key = (reading.device_id, reading.metric)
-        if key not in latest or reading.ts >= latest[key].ts:
-            latest[key] = reading
-    if latest:
-        values = [(r.device_id, r.metric, r.unit, r.ts, r.value) for r in latest.values()]
-        db.execute(UPSERT_LATEST, (orjson.dumps(values),))
-    if attributes:
-        named = [(a.device_id, a.name, a.value, a.ts) for a in attributes]
-        db.execute(UPSERT_ATTRIBUTES, (orjson.dumps(named),))
-
-
-def _insert_rejections(db: sqlite3.Connection, rejections: tuple[Rejection, ...]) -> None:
-    if not rejections:
-        return
-    db.executemany(
-        "INSERT INTO rejections(received_ms, source, device_id, reason, detail, excerpt) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        [
-            (r.received_ms, str(r.source), r.device_id, str(r.reason), r.detail, r.excerpt)
-            for r in rejections
-        ],
-    )
-    # The dead-letter table is a window on recent trouble, not an archive.
-    db.execute(
-        "DELETE FROM rejections WHERE id <= (SELECT max(id) FROM rejections) - ?",
-        (REJECTIONS_KEPT,),
+    return (
+        f"r.seq > ? AND r.seq <= ? AND r.device IN "
+        f"(SELECT id FROM devices WHERE device_id IN ({marks}))",
+        [seq, upto, *device_ids],
     )

@@ -1,0 +1,266 @@
+"""The SQLite store's write transaction, step by step, on the writer
+connection's own thread (`hub.store.sqlite` runs it in one call).
+
+Readings are stored as small integers: each device and each series (one
+metric of one device in one unit) is numbered once (migration 3), and a row
+of `samples` holds those numbers with ts, value and the device's seq. The
+view `readings` shows them by name, as the table did before.
+
+Each step goes to SQLite in as few statements as it can, because the writer
+thread takes the GIL back after each one, and beside a busy event loop each
+of those waits its turn. `executemany` is a statement per row: 3,000 rows
+took 8.7-11.7 s that way beside a Python thread that never sleeps, and
+62-65 ms as one statement (docs/performance.md). So the small steps go as
+one JSON array read by json_each, and readings in statements of 1,024 rows
+of bound values, the rest through json_each: SQLite binds values faster
+than it parses JSON. Every value arrives as sent: orjson writes the shortest
+text that reads back as the same double, and SQLite reads it so. Statements
+and json_each keep the batch's order, so readings are numbered in it
+(tests/test_store.py checks both). In an upsert, `WHERE true` lets SQLite
+tell the SELECT's end from the ON CONFLICT clause.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Iterable
+from itertools import chain
+from typing import Any
+
+import orjson
+
+from hub.models import (
+    Attribute,
+    PendingReading,
+    Reading,
+    Rejection,
+    WriteBatch,
+    WriteOutcome,
+)
+
+REJECTIONS_KEPT = 10_000
+SERIES_KEPT = 10_000  # series numbers kept in memory; others are looked up per batch
+
+VALUES_ROWS = 1024  # readings per statement of bound values
+INSERT_VALUES = (
+    "INSERT OR IGNORE INTO samples(device, series, ts, value, device_seq) VALUES "
+    + ", ".join(["(?, ?, ?, ?, ?)"] * VALUES_ROWS)
+)
+INSERT_JSON = (
+    "INSERT OR IGNORE INTO samples(device, series, ts, value, device_seq) "
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?)"
+)
+INSERT_SERIES = (
+    "INSERT INTO series(device, device_id, metric, unit) "
+    "SELECT d.id, j.value ->> 0, j.value ->> 1, j.value ->> 2 FROM json_each(?) j "
+    "JOIN devices d ON d.device_id = j.value ->> 0 WHERE true ON CONFLICT DO NOTHING"
+)
+SELECT_SERIES = (
+    "SELECT s.device_id, s.metric, s.unit, s.device, s.id FROM json_each(?) j "
+    "JOIN series s ON s.device_id = j.value ->> 0 AND s.metric = j.value ->> 1 "
+    "AND s.unit = j.value ->> 2"
+)
+UPSERT_LATEST = (
+    "INSERT INTO metrics(device_id, metric, unit, ts, value) "
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 "
+    "FROM json_each(?) WHERE true "
+    "ON CONFLICT(device_id, metric) DO UPDATE SET unit = excluded.unit, "
+    "ts = excluded.ts, value = excluded.value WHERE excluded.ts >= metrics.ts"
+)
+UPSERT_ATTRIBUTES = (
+    "INSERT INTO attributes(device_id, name, value, ts) "
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 "
+    "FROM json_each(?) WHERE true "
+    "ON CONFLICT(device_id, name) DO UPDATE SET value = excluded.value, "
+    "ts = excluded.ts WHERE excluded.ts >= attributes.ts"
+)
+UPSERT_SEEN = (
+    "INSERT INTO devices(device_id, first_seen, last_seen, online) "
+    "SELECT value ->> 0, value ->> 1, value ->> 1, 0 FROM json_each(?) WHERE true "
+    "ON CONFLICT(device_id) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)"
+)
+INSERT_UNSEEN = (
+    "INSERT INTO devices(device_id, first_seen, last_seen, online) "
+    "SELECT value ->> 0, value ->> 1, value ->> 1, 0 FROM json_each(?) WHERE true "
+    "ON CONFLICT(device_id) DO NOTHING"
+)
+UPSERT_PRESENCE = (
+    "INSERT INTO devices(device_id, first_seen, last_seen, online) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(device_id) DO UPDATE SET online = excluded.online, "
+    "last_seen = max(last_seen, excluded.last_seen)"
+)
+
+SeriesKey = tuple[str, str, str]  # device_id, metric, unit ('' for none)
+SeriesIds = tuple[int, int]  # devices.id, series.id
+
+
+class SeriesNumbers:
+    """The numbers of the series the writer met lately, as committed; the
+    rest are looked up (and created) in the transaction that needs them."""
+
+    def __init__(self, kept: int = SERIES_KEPT):
+        self.kept = kept
+        self._known: OrderedDict[SeriesKey, SeriesIds] = OrderedDict()
+        self._new: dict[SeriesKey, SeriesIds] = {}
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def resolve(
+        self, db: sqlite3.Connection, keys: Iterable[SeriesKey]
+    ) -> dict[SeriesKey, SeriesIds]:
+        """The numbers of `keys`, creating the series that do not exist yet."""
+        found: dict[SeriesKey, SeriesIds] = {}
+        missing: list[SeriesKey] = []
+        for key in keys:
+            ids = self._known.get(key)
+            if ids is None:
+                missing.append(key)
+            else:
+                self._known.move_to_end(key)
+                found[key] = ids
+        if missing:
+            document = orjson.dumps(missing)
+            db.execute(INSERT_SERIES, (document,))
+            for device_id, metric, unit, device, series in db.execute(SELECT_SERIES, (document,)):
+                found[(device_id, metric, unit)] = self._new[(device_id, metric, unit)] = (
+                    device,
+                    series,
+                )
+        return found
+
+    def committed(self) -> None:
+        """The transaction committed: what it numbered is known from now on."""
+        self._known.update(self._new)
+        self._new.clear()
+        while len(self._known) > self.kept:
+            self._known.popitem(last=False)
+
+    def rolled_back(self) -> None:
+        """The transaction rolled back: the series it created are gone again."""
+        self._new.clear()
+
+
+def write(
+    db: sqlite3.Connection, series: SeriesNumbers, batch: WriteBatch, head: int
+) -> tuple[WriteOutcome, int]:
+    """The transaction's steps, between BEGIN and COMMIT: what was stored, and
+    the seq allocator's new position."""
+    upsert_devices(db, batch)
+    outcome, head = insert_readings(db, series, batch.readings, head)
+    upsert_latest(db, outcome.readings, batch.attributes)
+    insert_rejections(db, batch.rejections)
+    return outcome, head
+
+
+def insert_readings(
+    db: sqlite3.Connection,
+    series: SeriesNumbers,
+    pending: tuple[PendingReading, ...],
+    head: int,
+) -> tuple[WriteOutcome, int]:
+    """Insert, and return what was stored with the allocator's new position."""
+    if not pending:
+        return WriteOutcome((), ()), head
+    numbers = series.resolve(db, {(p.device_id, p.metric, p.unit or "") for p in pending})
+    rows = [
+        (*numbers[(p.device_id, p.metric, p.unit or "")], p.ts, p.value, p.device_seq)
+        for p in pending
+    ]
+    inserted, at = 0, 0
+    while len(rows) - at >= VALUES_ROWS:
+        values = list(chain.from_iterable(rows[at : at + VALUES_ROWS]))
+        inserted += db.execute(INSERT_VALUES, values).rowcount
+        at += VALUES_ROWS
+    if at < len(rows):
+        inserted += db.execute(INSERT_JSON, (orjson.dumps(rows[at:]),)).rowcount
+    if inserted == len(pending):
+        # No duplicates: AUTOINCREMENT with a single writer numbers them in order.
+        readings = tuple(
+            Reading(head + i, p.device_id, p.metric, p.ts, p.value, p.unit)
+            for i, p in enumerate(pending, start=1)
+        )
+        return WriteOutcome(readings, (True,) * len(pending)), head + len(pending)
+    new = db.execute(
+        "SELECT r.seq, s.device_id, s.metric, r.device_seq FROM samples r "
+        "JOIN series s ON s.id = r.series WHERE r.seq > ? ORDER BY r.seq",
+        (head,),
+    ).fetchall()
+    (sequence,) = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'samples'").fetchone()
+    return match_stored(pending, new), int(sequence)
+
+
+def match_stored(pending: tuple[PendingReading, ...], rows: Iterable[Any]) -> WriteOutcome:
+    """Pair each pending reading with the row it became, if it became one.
+
+    The rows are the new ones in insertion order; a pending reading that has no
+    row was a duplicate. A key is inserted at most once, by its first pending
+    occurrence, so matching in order is exact.
+    """
+    new = list(rows)
+    readings: list[Reading] = []
+    stored: list[bool] = []
+    position = 0
+    for p in pending:
+        if position < len(new):
+            seq, device_id, metric, device_seq = new[position]
+            if (device_id, metric, device_seq) == (p.device_id, p.metric, p.device_seq):
+                readings.append(Reading(seq, p.device_id, p.metric, p.ts, p.value, p.unit))
+                stored.append(True)
+                position += 1
+                continue
+        stored.append(False)
+    return WriteOutcome(tuple(readings), tuple(stored))
+
+
+def upsert_devices(db: sqlite3.Connection, batch: WriteBatch) -> None:
+    """Devices heard from, their presence, and a row for every device a
+    reading names (its number is what the reading's row holds)."""
+    if batch.seen:
+        db.execute(UPSERT_SEEN, (orjson.dumps(list(batch.seen.items())),))
+    unseen: dict[str, int] = {}
+    for p in batch.readings:
+        if p.device_id not in batch.seen and p.device_id not in unseen:
+            unseen[p.device_id] = p.ts
+    if unseen:
+        db.execute(INSERT_UNSEEN, (orjson.dumps(list(unseen.items())),))
+    if batch.presence:
+        db.executemany(
+            UPSERT_PRESENCE,
+            [(p.device_id, p.last_seen, p.last_seen, int(p.online)) for p in batch.presence],
+        )
+
+
+def upsert_latest(
+    db: sqlite3.Connection, readings: Iterable[Reading], attributes: tuple[Attribute, ...]
+) -> None:
+    latest: dict[tuple[str, str], Reading] = {}
+    for reading in readings:
+        key = (reading.device_id, reading.metric)
+        if key not in latest or reading.ts >= latest[key].ts:
+            latest[key] = reading
+    if latest:
+        values = [(r.device_id, r.metric, r.unit, r.ts, r.value) for r in latest.values()]
+        db.execute(UPSERT_LATEST, (orjson.dumps(values),))
+    if attributes:
+        named = [(a.device_id, a.name, a.value, a.ts) for a in attributes]
+        db.execute(UPSERT_ATTRIBUTES, (orjson.dumps(named),))
+
+
+def insert_rejections(db: sqlite3.Connection, rejections: tuple[Rejection, ...]) -> None:
+    if not rejections:
+        return
+    db.executemany(
+        "INSERT INTO rejections(received_ms, source, device_id, reason, detail, excerpt) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (r.received_ms, str(r.source), r.device_id, str(r.reason), r.detail, r.excerpt)
+            for r in rejections
+        ],
+    )
+    # The dead-letter table is a window on recent trouble, not an archive.
+    db.execute(
+        "DELETE FROM rejections WHERE id <= (SELECT max(id) FROM rejections) - ?",
+        (REJECTIONS_KEPT,),
+    )
