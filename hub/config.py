@@ -39,6 +39,10 @@ class Duration:
     """Annotated marker: a duration, held as float seconds."""
 
 
+class Size:
+    """Annotated marker: a size, held as int bytes."""
+
+
 ENV_PREFIX = "HUB_"
 CONFIG_ENV = "HUB_CONFIG"
 DEFAULT_CONFIG = "config.toml"
@@ -72,6 +76,7 @@ class StorageSettings:
     ack_timeout: Seconds = 10.0
     retention: Seconds = 0.0
     retention_batch: Positive = 5000
+    wal_target: Annotated[int, Size(), Range(64 * 1024, 1 << 40)] = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +359,8 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         markers = tuple(extra)
     if any(isinstance(m, Duration) for m in markers):
         converted: Any = parse_duration(value, key)
+    elif any(isinstance(m, Size) for m in markers):
+        converted = parse_size(value, key)
     else:
         converted = _convert_base(base, value, key)
     for marker in markers:
@@ -443,6 +450,34 @@ def _env_json(text: str, key: str) -> Any:
 
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+
+
+def parse_size(value: Any, key: str) -> int:
+    """`"512KiB"`, `"16MiB"`, `"1GB"`, or a number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        number = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(number) :] or "b"
+        try:
+            size = float(number) * _SIZE_UNITS[unit]
+        except (ValueError, KeyError):
+            raise ConfigError(key, value, "must be a size such as '512KiB' or '1GB'") from None
+        if size >= 0 and size.is_integer():
+            return int(size)
+    raise ConfigError(key, value, "must be a size such as '16MiB' or a number of bytes")
 
 
 def parse_duration(value: Any, key: str) -> float:

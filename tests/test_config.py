@@ -95,7 +95,11 @@ KEYS: list[tuple[str, str, Any]] = [
     ("[storage]\nsynchronous = 'full'", "storage.synchronous", "full"),
     ("[storage]\nbatch_max = 10", "storage.batch_max", 10),
     ("[storage]\ncommit_linger = '5ms'", "storage.commit_linger", 0.005),
+    ("[storage]\ncommit_linger_busy = '50ms'", "storage.commit_linger_busy", 0.05),
     ("[storage]\nqueue_max = 7", "storage.queue_max", 7),
+    ("[storage]\nwal_target = '512KiB'", "storage.wal_target", 512 * 1024),
+    ("[storage]\nwal_target = '2MB'", "storage.wal_target", 2_000_000),
+    ("[storage]\nwal_target = 1048576", "storage.wal_target", 1048576),
     ("[mqtt]\nenabled = false", "mqtt.enabled", False),
     (
         "[mqtt]\nurl = 'mqtts://u:p@broker.example:8883'",
@@ -422,6 +426,10 @@ def raises(tmp_path: Path, text: str, environ: Mapping[str, str] | None = None) 
             {"group": "g", "token": "***"},
             "missing id",
         ),
+        ("[storage]\nwal_target = '16 furlongs'", "storage.wal_target", "16 furlongs", "a size"),
+        ("[storage]\nwal_target = 'MiB'", "storage.wal_target", "MiB", "a size"),
+        ("[storage]\nwal_target = 1.5", "storage.wal_target", 1.5, "a size"),
+        ("[storage]\nwal_target = '1KiB'", "storage.wal_target", "1KiB", "between"),
     ],
 )
 def test_bad_values_in_the_file(

@@ -11,4 +11,6 @@ __all__ = ["SqliteStore", "Store", "open_store"]
 
 def open_store(settings: StorageSettings) -> Store:
     """The configured backend, not yet opened. Only SQLite exists today."""
-    return SqliteStore(settings.path, synchronous=settings.synchronous)
+    return SqliteStore(
+        settings.path, synchronous=settings.synchronous, wal_target=settings.wal_target
+    )
