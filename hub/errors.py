@@ -42,11 +42,13 @@ class HubClosing(HubError):
 
 
 class HubBusy(HubError):
-    """The hub's queue for the store is full: try again shortly."""
+    """The hub cannot take this now (its queue for the store is full, or the
+    store refuses writes): try again shortly. `reason` says which."""
 
-    def __init__(self, retry_after: float):
+    def __init__(self, retry_after: float, reason: str = "the store is behind"):
         self.retry_after = retry_after
-        super().__init__(f"the hub is busy, retry in {retry_after:g} s")
+        self.reason = reason
+        super().__init__(f"{reason}, retry in {retry_after:g} s")
 
 
 class AuthError(HubError):

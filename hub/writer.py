@@ -172,9 +172,13 @@ class Writer:
     ) -> asyncio.Future[Accepted]:
         """Queue messages for the next commit; the future resolves once they are
         durable. While the queue is full this waits, or with `wait=False`
-        raises `HubBusy`."""
+        raises `HubBusy`, as it does at once while commits fail (a full disk):
+        a device that can retry keeps its messages until the store takes them."""
         if self._closing:
             raise HubClosing()
+        if not wait and self.failing is not None:
+            self.metrics.inc("hub_busy_total", source=str(source))
+            raise HubBusy(BUSY_RETRY_AFTER, f"the store cannot write ({self.failing})")
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         submission = _Submission(source, received_ms, messages, seen, links, future, dropped)
         if wait:

@@ -82,7 +82,7 @@ def http_ingest(
             return _error(
                 503,
                 "busy",
-                "the store is behind, retry later",
+                f"{exc.reason}, retry later",
                 retry_after=max(1, round(exc.retry_after)),
             )
         except HubClosing:

@@ -113,7 +113,7 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         except HubBusy as exc:
             return {
                 "ok": False,
-                "error": "busy: the store is behind, retry later",
+                "error": f"busy: {exc.reason}, retry later",
                 "retry": True,
                 "retry_after": exc.retry_after,
             }
