@@ -131,3 +131,28 @@ async def test_a_store_made_with_4_kib_pages_keeps_them(tmp_path: Path) -> None:
         assert store.checkpoints.page_size == 4096
     finally:
         await store.close()
+
+
+async def test_with_retention_the_database_file_stops_growing(tmp_path: Path) -> None:
+    # a window of 20 batches: once it is full, each purge frees the pages the
+    # next batches fill
+    store = SqliteStore(tmp_path / "hub.db", checkpoint_every=3600)
+    await store.open()
+    window = 20 * 600
+    sizes: list[int] = []
+    try:
+        for k in range(200):
+            await store.write(batch(600 * k, size=600))
+            newest = T0 + 600 * k + 599
+            await store.purge(newest - window, limit=5000)
+            if k % 20 == 19:
+                await store.checkpoints.run_pass()
+                sizes.append(store.db_bytes())
+        assert store.purged_through > 0
+        stored = await store.count_after(0, store.head, None, 10**9)
+        assert window - 600 <= stored <= window + 1
+    finally:
+        await store.close()
+    # the window filled within the first 40 batches; after that, no growth
+    # beyond a few pages of slack
+    assert sizes[-1] <= sizes[2] + 64 * 1024, sizes
