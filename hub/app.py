@@ -187,6 +187,7 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
     quart.register_blueprint(pages(web_root))
     allow_origins(quart, settings.server.cors_allowed_origins)
     metrics.gauge("hub_store_head_seq", lambda: float(store.head))
+    metrics.gauge("hub_devices_online", lambda: float(len(presence)))
     metrics.gauge("hub_writer_backlog", lambda: float(writer.backlog))
     metrics.gauge("hub_dashboard_clients", lambda: float(broadcaster.clients))
     metrics.gauge("hub_replays_active", lambda: float(replayer.active))

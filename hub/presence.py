@@ -5,6 +5,11 @@ A device is online while it holds a link that says so (a Socket.IO connection,
 or an MQTT status of `online`, whose Last Will turns it `offline`), or, for
 devices that only send data (HTTP, or MQTT without a status topic), until
 `offline_after` passes without hearing from it.
+
+Only devices that are online, or hold a link, take memory: a device that
+goes offline is forgotten here (the store keeps its last_seen), so memory
+follows the devices online now, not every id ever heard (a fleet that churns
+through a million ids, say).
 """
 
 from __future__ import annotations
@@ -28,11 +33,16 @@ class Presence:
         self.offline_after_ms = offline_after_ms
         self._devices: dict[str, _Device] = {}
 
+    def __len__(self) -> int:
+        """Devices held: those online or holding a link."""
+        return len(self._devices)
+
     def load(self, records: list[DeviceRecord]) -> None:
         """Start from the store. Links did not survive the restart: devices that
         were online stay so until they reconnect or time out."""
         for record in records:
-            self._devices[record.device_id] = _Device(record.online, record.last_seen)
+            if record.online:
+                self._devices[record.device_id] = _Device(True, record.last_seen)
 
     def is_online(self, device_id: str) -> bool:
         device = self._devices.get(device_id)
@@ -56,8 +66,8 @@ class Presence:
 
     def link_down(self, device_id: str, link: str, now: int) -> PresenceChange | None:
         device = self._devices.get(device_id)
-        if device is None:
-            device = self._devices[device_id] = _Device(False, now)
+        if device is None:  # offline already
+            return None
         device.links.discard(link)
         device.last_seen = max(device.last_seen, now)
         return None if device.links else self._set(device_id, device, False)
@@ -69,16 +79,21 @@ class Presence:
         return [change for change in changes if change is not None]
 
     def expire(self, now: int) -> list[PresenceChange]:
-        changes = []
         deadline = now - self.offline_after_ms
-        for device_id, device in self._devices.items():
-            if device.online and not device.links and device.last_seen < deadline:
-                device.online = False
-                changes.append(PresenceChange(device_id, False, device.last_seen))
-        return changes
+        silent = [
+            device_id
+            for device_id, device in self._devices.items()
+            if not device.links and device.last_seen < deadline
+        ]
+        changes = [self._set(d, self._devices[d], False) for d in silent]
+        if len(silent) > len(self._devices):
+            # a dict keeps the table it grew to: copied, it fits what is left
+            self._devices = dict(self._devices)
+        return [change for change in changes if change is not None]
 
-    @staticmethod
-    def _set(device_id: str, device: _Device, online: bool) -> PresenceChange | None:
+    def _set(self, device_id: str, device: _Device, online: bool) -> PresenceChange | None:
+        if not online and not device.links:
+            del self._devices[device_id]  # offline and linkless: nothing to hold
         if device.online == online:
             return None
         device.online = online

@@ -1,0 +1,107 @@
+"""Tables keyed by device id stay within their stated bounds while a million
+distinct ids pass through (docs/architecture.md, "Memory: what grows with
+what"). Presence has its own test (tests/test_presence.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from hub.limits import MAX_TRACKED, RateLimiter
+from hub.models import PendingReading, WriteBatch
+from hub.store import transaction
+from hub.store.sqlite import SqliteStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.slow
+def test_rate_limits_track_at_most_max_tracked_devices() -> None:
+    clock = Clock()
+    limiter = RateLimiter(1.0, 2.0, clock=clock)
+    tracemalloc.start()
+    try:
+        # twice the table: its dict has reached the size it keeps while churning
+        for n in range(2 * MAX_TRACKED):
+            clock.now += 0.001
+            limiter.allow(f"churn-{n}")
+        full, _ = tracemalloc.get_traced_memory()
+        for n in range(2 * MAX_TRACKED, 1_000_000):
+            clock.now += 0.001
+            limiter.allow(f"churn-{n}")
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # a million ids later, no more than when the table had filled
+    assert after <= full * 1.01
+    assert full < MAX_TRACKED * 400  # bytes per tracked device, at most
+    # the newest are tracked: a device that just spent its burst waits
+    limiter.allow("churn-999999")
+    assert limiter.allow("churn-999999") > 0
+    # the oldest were forgotten: they start again with a full bucket
+    assert limiter.allow("churn-0") == 0
+
+
+def test_rate_limits_of_one_device_hold_while_others_churn() -> None:
+    clock = Clock()
+    limiter = RateLimiter(1.0, 2.0, clock=clock, max_tracked=100)
+    assert limiter.allow("steady") == 0
+    assert limiter.allow("steady") == 0
+    for n in range(50):
+        limiter.allow(f"other-{n}")
+    assert limiter.allow("steady") == pytest.approx(1.0)
+
+
+async def test_series_numbers_keep_the_most_used_and_look_up_the_rest(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "hub.db")
+    await store.open()
+    try:
+        for k in range(30):  # 30 batches of 100 new devices: 3,000 series
+            readings = tuple(
+                PendingReading(f"dev-{k}-{n}", "temperature", 1_795_000_000_000, 1.0, "Cel")
+                for n in range(100)
+            )
+            await store.write(WriteBatch(readings=readings))
+        # again, the first batch's devices: their numbers are found, not made anew
+        again = tuple(
+            PendingReading(f"dev-0-{n}", "temperature", 1_795_000_000_001, 2.0, "Cel")
+            for n in range(100)
+        )
+        await store.write(WriteBatch(readings=again))
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "hub.db") as db:
+        assert db.execute("SELECT count(*) FROM series").fetchone() == (3000,)
+        rows = db.execute(
+            "SELECT count(*) FROM readings WHERE device_id = 'dev-0-7' AND metric = 'temperature'"
+        ).fetchone()
+        assert rows == (2,)
+
+
+def test_series_numbers_are_bounded() -> None:
+    numbers = transaction.SeriesNumbers(kept=100)
+    db = sqlite3.connect(":memory:")
+    db.executescript(
+        "CREATE TABLE devices (id INTEGER PRIMARY KEY, device_id TEXT UNIQUE);"
+        "CREATE TABLE series (id INTEGER PRIMARY KEY, device INTEGER, device_id TEXT,"
+        " metric TEXT, unit TEXT, UNIQUE (device_id, metric, unit));"
+    )
+    for n in range(1000):
+        db.execute("INSERT INTO devices(device_id) VALUES (?)", (f"d{n}",))
+        numbers.resolve(db, [(f"d{n}", "temperature", "Cel")])
+        numbers.committed()
+    assert len(numbers) == 100
+    # a series created in a transaction that rolled back is not remembered
+    db.execute("INSERT INTO devices(device_id) VALUES ('gone')")
+    numbers.resolve(db, [("gone", "temperature", "Cel")])
+    numbers.rolled_back()
+    assert len(numbers) == 100
