@@ -450,3 +450,23 @@ async def test_a_store_of_schema_2_is_migrated_with_every_reading_and_its_seq(
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         view = db.execute("SELECT seq, device_id, metric, unit FROM readings ORDER BY seq")
         assert view.fetchall()[-1] == (new.seq, "dev-1", "temperature", "Cel")
+
+
+async def test_presence_changes_of_one_batch_apply_in_their_order(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "hub.db")
+    try:
+        flood = tuple(PresenceChange(f"dev-{n}", False, T0 + n) for n in range(5000))
+        came_and_went = (
+            PresenceChange("dev-x", True, T0 + 1),
+            PresenceChange("dev-x", False, T0 + 2),
+            PresenceChange("dev-y", False, T0 + 1),
+            PresenceChange("dev-y", True, T0 + 3),
+        )
+        await store.write(WriteBatch(presence=flood + came_and_went))
+        devices = {d.device_id: d for d in await store.devices()}
+        assert len(devices) == 5002
+        assert (devices["dev-x"].online, devices["dev-x"].last_seen) == (False, T0 + 2)
+        assert (devices["dev-y"].online, devices["dev-y"].last_seen) == (True, T0 + 3)
+        assert not devices["dev-4999"].online
+    finally:
+        await store.close()

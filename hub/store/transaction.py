@@ -86,7 +86,8 @@ INSERT_UNSEEN = (
     "ON CONFLICT(device_id) DO NOTHING"
 )
 UPSERT_PRESENCE = (
-    "INSERT INTO devices(device_id, first_seen, last_seen, online) VALUES (?, ?, ?, ?) "
+    "INSERT INTO devices(device_id, first_seen, last_seen, online) "
+    "SELECT value ->> 0, value ->> 1, value ->> 1, value ->> 2 FROM json_each(?) WHERE true "
     "ON CONFLICT(device_id) DO UPDATE SET online = excluded.online, "
     "last_seen = max(last_seen, excluded.last_seen)"
 )
@@ -226,10 +227,9 @@ def upsert_devices(db: sqlite3.Connection, batch: WriteBatch) -> None:
     if unseen:
         db.execute(INSERT_UNSEEN, (orjson.dumps(list(unseen.items())),))
     if batch.presence:
-        db.executemany(
-            UPSERT_PRESENCE,
-            [(p.device_id, p.last_seen, p.last_seen, int(p.online)) for p in batch.presence],
-        )
+        # in order: a device that came and went within the batch ends offline
+        changes = [(p.device_id, p.last_seen, int(p.online)) for p in batch.presence]
+        db.execute(UPSERT_PRESENCE, (orjson.dumps(changes),))
 
 
 def upsert_latest(
