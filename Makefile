@@ -10,7 +10,7 @@ BENCH_NODE_STAMP := bench/node/node_modules/.installed-stamp
 PAGE       := hub/static/index.html
 WEB_SOURCES := $(wildcard web/index.html web/vite.config.* web/src/* web/src/*/*)
 
-.PHONY: run test lint pytest bench setup clean
+.PHONY: run test lint pytest bench soak setup clean
 
 run: setup
 	$(PY) -m hub.demo
@@ -51,6 +51,11 @@ pytest: setup
 # The whole suite, about 8 minutes here: a table, and JSON in bench/results/.
 bench: setup
 	$(PY) -m bench.suite
+
+# An hour at 6,000 readings/s with 20 dashboards: WAL, database, RSS, commits
+# and latency over time (docs/performance.md, "Sustained load").
+soak: setup
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf $(VENV) web/node_modules bench/node/node_modules .mypy_cache .ruff_cache .pytest_cache
