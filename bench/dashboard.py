@@ -17,7 +17,7 @@ import statistics
 import time
 from typing import Any
 
-from bench.harness import broker, hub, machine, percentile, simulator
+from bench.harness import broker, hub, machine, mqtt_fleet, percentile
 from tests.browser import ROOT, chromium, hub_state, open_dashboard, page_build_problem
 
 RESULTS = ROOT / "bench" / "results"
@@ -111,21 +111,8 @@ def main() -> None:
     offered = args.devices * args.rate * len(metrics)
     RESULTS.mkdir(parents=True, exist_ok=True)
     with broker() as mosquitto, hub(mosquitto.url) as running:
-        sim = simulator(
-            [
-                "--devices",
-                str(args.devices),
-                "--rate",
-                str(args.rate),
-                "--metrics",
-                args.metrics,
-                "--protocol",
-                "mqtt",
-                "--broker",
-                mosquitto.url,
-                "--duration",
-                str(args.warmup + args.seconds + 10),
-            ]
+        sim = mqtt_fleet(
+            mosquitto.url, args.devices, args.rate, args.warmup + args.seconds + 10, args.metrics
         )
         try:
             result = asyncio.run(measure(running.url, "sim-000", args.seconds, args.warmup))

@@ -87,6 +87,33 @@ def simulator(args: Sequence[str]) -> subprocess.Popen[bytes]:
     )
 
 
+def mqtt_fleet(
+    broker_url: str,
+    devices: int,
+    rate: float,
+    seconds: float,
+    metrics: str = "temperature,humidity,pressure",
+) -> subprocess.Popen[bytes]:
+    """telemetry-sim over MQTT: `devices` devices, each sending `rate`
+    messages a second (one value of each of `metrics`) for `seconds`."""
+    return simulator(
+        [
+            "--devices",
+            str(devices),
+            "--rate",
+            f"{rate:.4f}",
+            "--duration",
+            f"{seconds:g}",
+            "--protocol",
+            "mqtt",
+            "--broker",
+            broker_url,
+            "--metrics",
+            metrics,
+        ]
+    )
+
+
 def summary(output: bytes) -> dict[str, float]:
     line = [x for x in output.decode().splitlines() if x.startswith("sent=")][-1]
     return {k: float(v) for k, v in (item.split("=", 1) for item in line.split() if "=" in item)}

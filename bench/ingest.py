@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench.harness import broker, hub, machine, simulator, summary
+from bench.harness import broker, hub, machine, mqtt_fleet, summary
 
 
 def main() -> None:
@@ -24,21 +24,8 @@ def main() -> None:
     args = parser.parse_args()
     metrics = "temperature,humidity,pressure"
     with broker() as mosquitto, hub(mosquitto.url) as running:
-        sim = simulator(
-            [
-                "--devices",
-                str(args.devices),
-                "--rate",
-                str(args.rate),
-                "--duration",
-                str(args.warmup + args.seconds + 1),
-                "--protocol",
-                "mqtt",
-                "--broker",
-                mosquitto.url,
-                "--metrics",
-                metrics,
-            ]
+        sim = mqtt_fleet(
+            mosquitto.url, args.devices, args.rate, args.warmup + args.seconds + 1, metrics
         )
         time.sleep(args.warmup)
         start_head, start = running.head(), time.monotonic()

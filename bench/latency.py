@@ -17,7 +17,7 @@ from typing import Any
 
 import socketio
 
-from bench.harness import broker, hub, machine, percentile, simulator
+from bench.harness import broker, hub, machine, mqtt_fleet, percentile
 
 
 async def measure(url: str, start_sim: Any, seconds: float, warmup: float) -> list[float]:
@@ -53,22 +53,7 @@ def measure_rate(
     with broker() as mosquitto, hub(mosquitto.url) as running:
 
         def start_sim() -> Any:
-            return simulator(
-                [
-                    "--devices",
-                    str(devices),
-                    "--rate",
-                    f"{rate:.4f}",
-                    "--duration",
-                    str(warmup + seconds + 1),
-                    "--protocol",
-                    "mqtt",
-                    "--broker",
-                    mosquitto.url,
-                    "--metrics",
-                    "temperature,humidity,pressure",
-                ]
-            )
+            return mqtt_fleet(mosquitto.url, devices, rate, warmup + seconds + 1)
 
         return asyncio.run(measure(running.url, start_sim, seconds, warmup))
 

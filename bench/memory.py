@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness import ROOT, broker, hub, machine, simulator
+from bench.harness import ROOT, broker, hub, machine, mqtt_fleet
 
 CLIENTS = ROOT / "bench" / "node" / "clients.js"
 
@@ -88,22 +88,7 @@ def _sid(opened: str) -> str:
 def measure(connections: int, stall: float) -> dict[str, float]:
     with broker() as mosquitto, hub(mosquitto.url) as running:
         per_connection = idle_connections(running.url, running.process.pid, connections)
-        sim = simulator(
-            [
-                "--devices",
-                "10",
-                "--rate",
-                f"{1000 / 30:.4f}",
-                "--duration",
-                str(3 * stall + 30),
-                "--protocol",
-                "mqtt",
-                "--broker",
-                mosquitto.url,
-                "--metrics",
-                "temperature,humidity,pressure",
-            ]
-        )
+        sim = mqtt_fleet(mosquitto.url, 10, 1000 / 30, 3 * stall + 30)
         try:
             time.sleep(3)
             growth, baseline = asyncio.run(stalled_growth(running.url, running.process.pid, stall))

@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 import socketio
 
-from bench.harness import broker, hub, machine, percentile, simulator
+from bench.harness import broker, hub, machine, mqtt_fleet, percentile
 
 DASHBOARD = "/dashboard"
 STORM_PROCESSES = 4
@@ -179,22 +179,7 @@ class Watcher:
 
 
 async def storm(url: str, mqtt_url: str, clients: int, behind: int) -> dict[str, Any]:
-    sim = simulator(
-        [
-            "--devices",
-            "10",
-            "--rate",
-            f"{1000 / 30:.4f}",
-            "--duration",
-            "600",
-            "--protocol",
-            "mqtt",
-            "--broker",
-            mqtt_url,
-            "--metrics",
-            "temperature,humidity,pressure",
-        ]
-    )
+    sim = mqtt_fleet(mqtt_url, 10, 1000 / 30, 600)
     watchers = [Watcher(url) for _ in range(5)]
     try:
         for watcher in watchers:

@@ -39,7 +39,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from bench.harness import ROOT, broker, hub, machine, simulator, summary
+from bench.harness import ROOT, broker, hub, machine, mqtt_fleet, summary
 
 CLIENTS = ROOT / "bench" / "node" / "soak_clients.js"
 RESULTS = ROOT / "bench" / "results"
@@ -185,22 +185,7 @@ def run(options: Options, *, quiet: bool = False) -> dict[str, Any]:
     with broker() as mosquitto, hub(mosquitto.url, **overrides) as running:
         wal_path = Path(f"{running.db}-wal")
         dashboards = Dashboards(running.url, options.dashboards)
-        sim = simulator(
-            [
-                "--devices",
-                str(options.devices),
-                "--rate",
-                str(options.rate),
-                "--duration",
-                str(options.seconds),
-                "--protocol",
-                "mqtt",
-                "--broker",
-                mosquitto.url,
-                "--metrics",
-                "temperature,humidity,pressure",
-            ]
-        )
+        sim = mqtt_fleet(mosquitto.url, options.devices, options.rate, options.seconds)
         say(
             f"soak: {options.devices} devices x {options.rate:g} msg/s x 3 metrics = "
             f"{options.devices * options.rate * 3:,.0f} readings/s, "

@@ -13,9 +13,8 @@
 // p90, p99, max, histogram: {ms: count}} (per_second is per client).
 "use strict";
 
-const http = require("node:http");
 const readline = require("node:readline");
-const { io } = require("socket.io-client");
+const { dashboard } = require("./dashboard");
 
 const [url, n, transport, drainArg] = process.argv.slice(2);
 const count = Number(n);
@@ -30,34 +29,18 @@ let to = Infinity;
 
 const clients = [];
 for (let i = 0; i < count; i++) {
-  const client = { received: 0, last: 0, connected: false };
-  // forceNew: without it every io() to the same URL shares one connection.
-  // Polling keeps its HTTP connections alive, as browsers do (Node's
-  // engine.io-client otherwise opens a new TCP connection for every request).
-  const agent = transport === "polling" ? new http.Agent({ keepAlive: true }) : false;
-  const socket = io(`${url}/dashboard`, { transports: [transport], forceNew: true, reconnection: false, agent });
-  const take = (readings) => {
+  const counts = { received: 0, last: 0 };
+  const client = dashboard(url, transport, (readings) => {
     const now = Date.now();
     for (const reading of readings) {
       if (reading.ts >= from && reading.ts < to) {
-        client.received++;
+        counts.received++;
         histogram[Math.min(MAX_MS, Math.max(0, now - reading.ts))]++;
       }
-      client.last = reading.ts;
+      counts.last = reading.ts;
     }
-  };
-  socket.on("reading", (reading) => take([reading]));
-  socket.on("readings", (frame) => take(frame.readings));
-  client.ready = new Promise((resolve) => {
-    socket.on("connect", async () => {
-      await socket.emitWithAck("subscribe", { devices: ["*"] });
-      client.connected = true;
-      resolve();
-    });
-    socket.on("connect_error", resolve);
   });
-  client.socket = socket;
-  clients.push(client);
+  clients.push(Object.assign(client, { counts }));
 }
 
 function percentile(total, fraction) {
@@ -71,7 +54,7 @@ function percentile(total, fraction) {
 }
 
 function finish() {
-  const total = clients.reduce((sum, c) => sum + c.received, 0);
+  const total = clients.reduce((sum, c) => sum + c.counts.received, 0);
   const sparse = {};
   let max = 0;
   histogram.forEach((value, ms) => {
@@ -84,9 +67,9 @@ function finish() {
   const result = JSON.stringify({
     clients: count,
     connected: clients.filter((c) => c.connected).length,
-    complete: clients.filter((c) => c.last >= to).length,
+    complete: clients.filter((c) => c.counts.last >= to).length,
     received: total,
-    min_received: Math.min(...clients.map((c) => c.received)),
+    min_received: Math.min(...clients.map((c) => c.counts.received)),
     per_second: total / count / seconds,
     p50: percentile(total, 0.5),
     p90: percentile(total, 0.9),
@@ -105,7 +88,7 @@ Promise.all(clients.map((c) => c.ready)).then(() => {
   readline.createInterface({ input: process.stdin }).once("line", (line) => {
     [from, to] = line.split(" ").map(Number);
     const check = setInterval(() => {
-      if (clients.every((c) => c.last >= to) || Date.now() > to + drainMs) {
+      if (clients.every((c) => c.counts.last >= to) || Date.now() > to + drainMs) {
         clearInterval(check);
         finish();
       }

@@ -9,7 +9,7 @@
 // clients). Runs until stdin closes or SIGTERM.
 "use strict";
 
-const { io } = require("socket.io-client");
+const { dashboard } = require("./dashboard");
 
 const [url, n, intervalArg] = process.argv.slice(2);
 const count = Number(n);
@@ -30,22 +30,7 @@ function take(readings) {
 }
 
 for (let i = 0; i < count; i++) {
-  const client = { connected: false };
-  const socket = io(`${url}/dashboard`, { transports: ["websocket"], forceNew: true, reconnection: false });
-  socket.on("readings", (frame) => take(frame.readings));
-  client.ready = new Promise((resolve) => {
-    socket.on("connect", async () => {
-      await socket.emitWithAck("subscribe", { devices: ["*"] });
-      client.connected = true;
-      resolve();
-    });
-    socket.on("connect_error", resolve);
-  });
-  socket.on("disconnect", () => {
-    client.connected = false;
-  });
-  client.socket = socket;
-  clients.push(client);
+  clients.push(dashboard(url, "websocket", take));
 }
 
 function report() {

@@ -1,10 +1,11 @@
 """The SQLite store, on aiosqlite.
 
-One transaction per batch (group commit, done by `hub.writer`), WAL journal,
-`synchronous` from config. `seq` is the readings table's INTEGER PRIMARY KEY
-with AUTOINCREMENT, so SQLite never hands a seq out twice, even after the
-newest rows are deleted. aiosqlite pays a thread hop per call, so every call
-here works on a whole batch.
+One transaction per batch (group commit, done by `hub.writer`; its steps
+are `hub.store.transaction`), WAL journal (its checkpoints:
+`hub.store.checkpoints`), `synchronous` from config. `seq` is the samples
+table's INTEGER PRIMARY KEY with AUTOINCREMENT, so SQLite never hands a seq
+out twice, even after the newest rows are deleted. aiosqlite pays a thread
+hop per call, so every call here works on a whole batch.
 """
 
 from __future__ import annotations
