@@ -74,6 +74,28 @@ async def test_every_frame_written_is_counted(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_a_restart_is_counted_when_the_log_grew_past_its_old_length_since(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "hub.db", wal_target=1 << 40, checkpoint_every=3600)
+    await store.open()
+    try:
+        for k in range(5):
+            await store.write(batch(60 * k))
+        await store.checkpoints.run_pass()  # complete: the next commit starts over
+        first = store.checkpoints.written_bytes
+        assert first == store.checkpoints.wal_bytes() - WAL_HEADER
+        for k in range(5, 30):  # more than before: the log is longer than it was
+            await store.write(batch(60 * k))
+        assert store.checkpoints.wal_bytes() - WAL_HEADER > first
+        await store.checkpoints.run_pass()
+        assert store.checkpoints.restarts == 1
+        again = store.checkpoints.written_bytes - first
+        assert again == store.checkpoints.wal_bytes() - WAL_HEADER
+    finally:
+        await store.close()
+
+
 async def test_a_reader_holding_the_old_log_delays_the_restart_until_it_ends(
     tmp_path: Path,
 ) -> None:

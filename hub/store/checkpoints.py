@@ -21,9 +21,11 @@ to end before it catches up: commits pause for that moment rather than the
 log grow further. A reader still using the old log (a long history query)
 delays the restart until it ends; the next commit tries again.
 
-Every checkpoint reports how many frames the log holds, and the log can only
-start over right after a complete checkpoint, so adding up what each one
-reports counts every frame written: `written_bytes`.
+Every checkpoint reports how many frames the log holds since it last started
+over, and the log can only start over right after a complete checkpoint (so
+nothing is written between that checkpoint and the restart); the WAL file's
+header counts the restarts. Adding up what each checkpoint reports counts
+every frame written: `written_bytes`.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Checkpoints:
         self.restarts = 0
         self.failing: str | None = None
         self._frames = 0  # frames in the log at the last checkpoint
+        self._generation: int | None = None  # the WAL header's restart count then
         self._catch_up = False
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -127,12 +130,28 @@ class Checkpoints:
         _busy, frames, _copied = result
         if frames < 0:  # not in WAL mode
             return
-        if frames < self._frames:  # the log started over since the last checkpoint
+        generation = self._read_generation()
+        restarted = (
+            generation != self._generation
+            if generation is not None and self._generation is not None
+            else frames < self._frames
+        )
+        if restarted:  # the log started over since the last checkpoint
             self.restarts += 1
             self.frames_written += frames
         else:
-            self.frames_written += frames - self._frames
-        self._frames = frames
+            self.frames_written += max(0, frames - self._frames)
+        self._frames, self._generation = frames, generation
+
+    def _read_generation(self) -> int | None:
+        """The checkpoint sequence number in the WAL file's header (bytes
+        12-15, big-endian), which SQLite counts up each time the log starts over."""
+        try:
+            with self.wal_path.open("rb") as wal:
+                header = wal.read(16)
+        except FileNotFoundError:
+            return None
+        return int.from_bytes(header[12:16], "big") if len(header) == 16 else None
 
     # -- the checkpointer's side ------------------------------------------------
 
@@ -150,8 +169,7 @@ class Checkpoints:
         result: Result | sqlite3.Error
         async with self._lock:
             try:
-                cursor = await self._connection.execute(PASSIVE)
-                result = _result(await cursor.fetchone())
+                result = _result(next(iter(await self._connection.execute_fetchall(PASSIVE)), None))
             except sqlite3.Error as exc:
                 result = exc
         self.observe(result)
