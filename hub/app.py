@@ -201,8 +201,8 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         checkpoints = store.checkpoints
         metrics.gauge("hub_db_bytes", lambda: float(store.db_bytes()))
         metrics.gauge("hub_wal_bytes", lambda: float(checkpoints.wal_bytes()))
-        metrics.counted("hub_wal_written_bytes_total", lambda: float(checkpoints.written_bytes))
-        metrics.counted("hub_wal_restarts_total", lambda: float(checkpoints.restarts))
+        metrics.counted("hub_wal_written_bytes_total", lambda: float(store.wal.written_bytes))
+        metrics.counted("hub_wal_restarts_total", lambda: float(store.wal.restarts))
         metrics.gauge("hub_checkpoints_failing", lambda: float(checkpoints.failing is not None))
 
     @quart.while_serving

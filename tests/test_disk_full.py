@@ -85,6 +85,7 @@ async def test_a_full_disk_stops_acknowledgements_and_loses_nothing(
         await board.subscribe(["*"])
         store = running.hub.store
         checkpoints = store.checkpoints  # type: ignore[attr-defined]
+        wal = store.wal  # type: ignore[attr-defined]
 
         async def post(device_seq: int) -> tuple[int, str]:
             async with http.post(
@@ -103,7 +104,7 @@ async def test_a_full_disk_stops_acknowledgements_and_loses_nothing(
         # the WAL has started over: its file holds the space it grew to, which
         # later commits write into again
         n = 0
-        while checkpoints.restarts < 2 or checkpoints.wal_bytes() < WAL_TARGET // 2:
+        while wal.restarts < 2 or checkpoints.wal_bytes() < WAL_TARGET // 2:
             assert (await post(n))[0] == 202
             n += 1
 

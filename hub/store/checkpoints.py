@@ -21,18 +21,19 @@ to end before it catches up: commits pause for that moment rather than the
 log grow further. A reader still using the old log (a long history query)
 delays the restart until it ends; the next commit tries again.
 
-Every checkpoint reports how many frames the log holds since it last started
-over, and the log can only start over right after a complete checkpoint (so
-nothing is written between that checkpoint and the restart); the WAL file's
-header counts the restarts. Adding up what each checkpoint reports counts
-every frame written: `written_bytes`.
+`WalMeter` counts what each commit writes to the WAL, from the WAL index's
+header (the `-shm` file, whose format sqlite.org/walformat.html documents):
+`mxFrame`, the frames in the log, and the salt, which changes each time the
+log starts over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -57,20 +58,14 @@ class Checkpoints:
         self.wal_path = Path(f"{path}-wal")
         self.target = target
         self.interval = interval
-        self.page_size = 4096
-        self.frames_written = 0
-        self.restarts = 0
         self.failing: str | None = None
-        self._frames = 0  # frames in the log at the last checkpoint
-        self._generation: int | None = None  # the WAL header's restart count then
         self._catch_up = False
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._connection: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def open(self, page_size: int) -> None:
-        self.page_size = page_size
+    async def open(self) -> None:
         self._connection = await aiosqlite.connect(self.path, isolation_level=None)
         self._task = asyncio.create_task(self._run(), name="checkpoints")
 
@@ -82,11 +77,6 @@ class Checkpoints:
         if self._connection is not None:
             connection, self._connection = self._connection, None
             await connection.close()
-
-    @property
-    def written_bytes(self) -> int:
-        """Bytes appended to the WAL since the store opened."""
-        return self.frames_written * (self.page_size + FRAME_HEADER)
 
     def wal_bytes(self) -> int:
         try:
@@ -118,7 +108,8 @@ class Checkpoints:
             self._wake.set()
 
     def observe(self, result: Result | sqlite3.Error) -> None:
-        """Count what a checkpoint (a pass or the writer's catch-up) reported."""
+        """Note what a checkpoint (a pass or the writer's catch-up) came to:
+        whether it failed, and why."""
         if isinstance(result, sqlite3.Error):
             if self.failing is None:
                 log.error("checkpoint of %s failed, the WAL keeps growing: %s", self.path, result)
@@ -127,31 +118,6 @@ class Checkpoints:
         if self.failing is not None:
             log.warning("checkpoints of %s succeed again", self.path)
             self.failing = None
-        _busy, frames, _copied = result
-        if frames < 0:  # not in WAL mode
-            return
-        generation = self._read_generation()
-        restarted = (
-            generation != self._generation
-            if generation is not None and self._generation is not None
-            else frames < self._frames
-        )
-        if restarted:  # the log started over since the last checkpoint
-            self.restarts += 1
-            self.frames_written += frames
-        else:
-            self.frames_written += max(0, frames - self._frames)
-        self._frames, self._generation = frames, generation
-
-    def _read_generation(self) -> int | None:
-        """The checkpoint sequence number in the WAL file's header (bytes
-        12-15, big-endian), which SQLite counts up each time the log starts over."""
-        try:
-            with self.wal_path.open("rb") as wal:
-                header = wal.read(16)
-        except FileNotFoundError:
-            return None
-        return int.from_bytes(header[12:16], "big") if len(header) == 16 else None
 
     # -- the checkpointer's side ------------------------------------------------
 
@@ -169,11 +135,66 @@ class Checkpoints:
         result: Result | sqlite3.Error
         async with self._lock:
             try:
-                result = _result(next(iter(await self._connection.execute_fetchall(PASSIVE)), None))
+                rows = await self._connection.execute_fetchall(PASSIVE)
+                result = _result(next(iter(rows), None))
             except sqlite3.Error as exc:
                 result = exc
         self.observe(result)
         self._catch_up = self.wal_bytes() > self.target
+
+
+class WalMeter:
+    """Counts the bytes written to the WAL and the times it started over.
+
+    Read after every commit, on the writer's own thread (no other connection
+    writes): the frames a commit appended are the growth of `mxFrame`, or all
+    of it when the salt changed (the log started over with that commit)."""
+
+    def __init__(self, path: Path):
+        self.shm_path = Path(f"{path}-shm")
+        self.page_size = 4096
+        self.frames_written = 0
+        self.restarts = 0
+        self._frames = 0
+        self._salt = b""
+        self._shm: int | None = None
+
+    def open(self, page_size: int) -> None:
+        """Once the database is in WAL mode (its -shm file exists)."""
+        self.page_size = page_size
+        self._shm = os.open(self.shm_path, os.O_RDONLY)
+        self._frames, self._salt = self._header()
+
+    def close(self) -> None:
+        if self._shm is not None:
+            os.close(self._shm)
+            self._shm = None
+
+    @property
+    def written_bytes(self) -> int:
+        """Bytes appended to the WAL since the store opened."""
+        return self.frames_written * (self.page_size + FRAME_HEADER)
+
+    def count(self) -> None:
+        """After a commit: add what it wrote."""
+        if self._shm is None:
+            return
+        frames, salt = self._header()
+        if salt != self._salt:
+            self.restarts += 1
+            self.frames_written += frames
+        else:
+            self.frames_written += max(0, frames - self._frames)
+        self._frames, self._salt = frames, salt
+
+    def _header(self) -> tuple[int, bytes]:
+        """mxFrame (bytes 16-19, native order) and aSalt (32-39) of the WAL
+        index header's first copy."""
+        assert self._shm is not None
+        header = os.pread(self._shm, 48, 0)
+        if len(header) < 48:
+            return 0, b""
+        return int.from_bytes(header[16:20], sys.byteorder), header[32:40]
 
 
 def catch_up(db: sqlite3.Connection) -> Result | sqlite3.Error:

@@ -34,7 +34,7 @@ from hub.models import (
     WriteOutcome,
 )
 from hub.store import transaction
-from hub.store.checkpoints import Checkpoints, Result, catch_up
+from hub.store.checkpoints import Checkpoints, Result, WalMeter, catch_up
 from hub.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ class SqliteStore:
         # A third connection copies the WAL back into the database file beside
         # the writer, so that commits do not wait for it (hub.store.checkpoints).
         self.checkpoints = Checkpoints(self.path, target=wal_target, interval=checkpoint_every)
+        # What every commit writes to the WAL (hub_wal_written_bytes_total).
+        self.wal = WalMeter(self.path)
         self._purged_through = 0
         self._epoch = ""
         # The seq allocator's position (sqlite_sequence): every seq up to it is
@@ -112,7 +114,8 @@ class SqliteStore:
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader.execute_fetchall("PRAGMA query_only=ON")
             (page_size,) = (await self._fetch_raw("PRAGMA page_size"))[0]
-            await self.checkpoints.open(int(page_size))
+            self.wal.open(int(page_size))
+            await self.checkpoints.open()
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise StoreError("open", f"{self.path}: {exc}") from exc
@@ -124,6 +127,7 @@ class SqliteStore:
 
     async def close(self) -> None:
         await self.checkpoints.close()
+        self.wal.close()
         for name in ("_reader", "_db"):
             connection = getattr(self, name)
             if connection is not None:
@@ -208,6 +212,7 @@ class SqliteStore:
         try:
             outcome, head = transaction.write(db, self._series, batch, head)
             db.execute("COMMIT")
+            self.wal.count()
         except BaseException:
             self._series.rolled_back()
             if db.in_transaction:
@@ -353,6 +358,7 @@ class SqliteStore:
             if db.in_transaction:
                 await db.execute("ROLLBACK")
             raise StoreError("purge", str(exc)) from exc
+        self.wal.count()
         self._purged_through = last
         return int(deleted)
 
@@ -424,6 +430,7 @@ class SqliteStore:
             )
         except sqlite3.Error as exc:
             raise StoreError("record command", str(exc)) from exc
+        self.wal.count()
 
     async def commands(self, device_id: str | None, limit: int) -> list[CommandRecord]:
         where, params = ("WHERE device_id = ?", [device_id]) if device_id else ("", [])
