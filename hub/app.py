@@ -189,6 +189,7 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
     metrics.gauge("hub_store_head_seq", lambda: float(store.head))
     metrics.gauge("hub_devices_online", lambda: float(len(presence)))
     metrics.gauge("hub_writer_backlog", lambda: float(writer.backlog))
+    metrics.gauge("hub_writer_busy", lambda: float(writer.pace.busy))
     metrics.gauge("hub_dashboard_clients", lambda: float(broadcaster.clients))
     metrics.gauge("hub_replays_active", lambda: float(replayer.active))
     metrics.gauge("hub_replays_queued", lambda: float(replayer.queued))

@@ -1,8 +1,7 @@
 """The single writer: group commit between the ingest adapters and the store.
 
-Adapters hand it normalized messages; it gathers what arrives within
-`commit_linger` (or until `batch_max` readings; `commit_linger_busy` once
-over half of a second went into commits), commits that as one
+Adapters hand it normalized messages; it gathers what arrives within a
+linger (or until `batch_max` readings), commits that as one
 transaction, resolves every submitter's future (their acknowledgement), and
 only then hands the committed readings and presence changes to the
 broadcaster. Being the only writer is what keeps `seq` in commit order and
@@ -14,6 +13,16 @@ and Socket.IO are told at once that the hub is busy (`HubBusy`), with a
 retry hint. A commit that fails is retried with backoff until it succeeds,
 holding everything behind it: nothing is acknowledged that is not stored, and
 nothing received is dropped. Meanwhile `failing` says why.
+
+The linger: a batch waits `commit_linger` (2 ms) for more to join it, or
+`commit_linger_busy` (20 ms) while devices are busy. A commit writes every
+page it touches to the WAL whole, and each device's messages touch pages of
+their own (its series' ends in the indexes), however few of its readings a
+commit holds (docs/performance.md, issue 13). So waiting pays when a device's
+messages then share a commit: when, over the last second, a message would
+have found another of its device's within `commit_linger_busy` (devices
+sending faster than 50 messages a second, on average weighted by messages).
+Slower devices gain nothing from a longer wait, and get none.
 """
 
 from __future__ import annotations
@@ -38,10 +47,8 @@ RETRY_FIRST = 0.05  # seconds before the first retry of a failed commit
 RETRY_MAX = 2.0  # seconds between retries at most
 BUSY_RETRY_AFTER = 1.0  # seconds a busy client is told to wait
 RETENTION_CATCH_UP = 0.05  # seconds between retention steps while behind
-BUSY_SHARE = 0.5  # of the last second spent committing: the store is busy,
-QUIET_SHARE = 0.25  # and stays so until the share falls below this (larger
-# batches take a smaller share, which must not end the busy spell)
-BUSY_WINDOW = 1.0  # seconds over which that share is counted
+PACE_WINDOW = 1.0  # seconds over which messages per device are counted
+PACE_DEVICES_MAX = 10_000  # devices counted in a window at most; more: too many, too slow
 
 PublishFn = Callable[[tuple[Reading, ...], tuple[PresenceChange, ...]], None]
 
@@ -74,6 +81,47 @@ class LinkEvent:
     device_id: str
     link: str
     up: bool
+
+
+class DevicePace:
+    """How fast devices send, as it matters to a commit: the messages of its
+    own device that a message would find within `linger` (the mean over the
+    last second, weighted by messages). From 1 on, the devices are busy."""
+
+    def __init__(self, linger: float, monotonic: Callable[[], float] = time.monotonic):
+        self.linger = linger
+        self.monotonic = monotonic
+        self.sharing = 0.0
+        self._counts: dict[str, int] = {}
+        self._overflow = False
+        self._start = monotonic()
+
+    @property
+    def busy(self) -> bool:
+        # A window is closed by the next message: none for two windows, quiet.
+        quiet = self.monotonic() - self._start > 2 * PACE_WINDOW
+        return self.sharing >= 1.0 and not quiet
+
+    def count(self, device_ids: Sequence[str]) -> None:
+        """Messages from these devices (one entry per message) were received."""
+        counts = self._counts
+        for device_id in device_ids:
+            if device_id in counts:
+                counts[device_id] += 1
+            elif len(counts) < PACE_DEVICES_MAX:
+                counts[device_id] = 1
+            else:
+                self._overflow = True
+        elapsed = self.monotonic() - self._start
+        if elapsed >= PACE_WINDOW:
+            total = sum(counts.values())
+            # a message of a device sending n in the window finds n/elapsed *
+            # linger others within `linger`; weighted by messages
+            squares = sum(n * n for n in counts.values())
+            self.sharing = (
+                0.0 if self._overflow or not total else (self.linger * squares / (total * elapsed))
+            )
+            self._counts, self._overflow, self._start = {}, False, self.monotonic()
 
 
 @dataclass(slots=True)
@@ -122,18 +170,11 @@ class Writer:
         self.retention_ms = retention_ms
         self.retention_batch = retention_batch
         self.clock = clock
-        self.monotonic = monotonic
         self._queue: asyncio.Queue[_Submission | None] = asyncio.Queue(queue_max)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.failing: str | None = None
-        # Time spent committing in the current window, and whether the last
-        # full window was busy: then batches linger longer and grow, because
-        # a commit writes each page it touches to the WAL whole, however few
-        # of its readings it holds (docs/performance.md, issue 13).
-        self.busy = False
-        self._window_start = monotonic()
-        self._window_committing = 0.0
+        self.pace = DevicePace(linger_busy, monotonic)
 
     async def __aenter__(self) -> Writer:
         self._task = asyncio.create_task(self._run(), name="writer")
@@ -248,8 +289,7 @@ class Writer:
                 stopping = True
             else:
                 batch.append(first)
-                self._count_busy(0.0)  # a quiet spell ends the busy window
-                linger = self.linger_busy if self.busy else self.linger
+                linger = self.linger_busy if self.pace.busy else self.linger
                 stopping = await self._gather(batch, loop.time() + linger)
             await self._commit(batch, expire=False)
             if loop.time() >= next_chores and not stopping:
@@ -310,7 +350,6 @@ class Writer:
         if outcome is None:
             return
         took = time.perf_counter() - started
-        self._count_busy(took)
         self.metrics.inc("hub_commits_total")
         self.metrics.inc("hub_commit_seconds_total", took)
         if took > SLOW_COMMIT:
@@ -340,16 +379,6 @@ class Writer:
                     )
                 )
         self.publish(outcome.readings, write.presence)
-
-    def _count_busy(self, took: float) -> None:
-        """Add a commit's duration to the window; a window over, judge it."""
-        self._window_committing += took
-        now = self.monotonic()
-        elapsed = now - self._window_start
-        if elapsed >= BUSY_WINDOW:
-            share = self._window_committing / elapsed
-            self.busy = share >= (QUIET_SHARE if self.busy else BUSY_SHARE)
-            self._window_start, self._window_committing = now, 0.0
 
     async def _write(self, write: WriteBatch, batch: list[_Submission]) -> WriteOutcome | None:
         """Commit, retrying with backoff for as long as the store refuses: the
@@ -392,6 +421,7 @@ class Writer:
                 )
                 if change is not None:
                     presence.append(change)
+            self.pace.count(item.seen)
             for device_id in item.seen:
                 seen[device_id] = max(seen.get(device_id, 0), item.received_ms)
                 change = self.presence.seen(device_id, item.received_ms)

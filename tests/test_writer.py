@@ -1,12 +1,12 @@
-"""The writer's group commit: when over half of a second goes into commits,
-batches linger longer and grow; a quiet spell brings the short linger back."""
+"""The writer's group commit: batches linger `commit_linger`, or
+`commit_linger_busy` while devices send fast enough that their messages
+would share a commit (and the pages it writes)."""
 
 from __future__ import annotations
 
-from hub.metrics import Metrics
-from hub.presence import Presence
-from hub.store.sqlite import SqliteStore
-from hub.writer import Writer
+from hub.writer import PACE_DEVICES_MAX, DevicePace
+
+LINGER_BUSY = 0.02  # s: sharing from 50 messages per second per device
 
 
 class Clock:
@@ -19,45 +19,47 @@ class Clock:
         return self.now
 
 
-def writer(clock: Clock) -> Writer:
-    # The store is never opened: these tests drive only the busy bookkeeping.
-    return Writer(
-        SqliteStore("unused.db"),
-        Presence(60_000),
-        lambda readings, presence: None,
-        Metrics(),
-        linger=0.002,
-        linger_busy=0.02,
-        monotonic=clock,
-    )
+def second(pace: DevicePace, clock: Clock, rates: dict[str, int]) -> None:
+    """One second of messages, at `rates` per device, in 100 steps."""
+    for step in range(100):
+        clock.now += 0.01
+        due = {d: rate * (step + 1) // 100 - rate * step // 100 for d, rate in rates.items()}
+        pace.count([d for d, n in due.items() for _ in range(n)])
 
 
-def commits(w: Writer, clock: Clock, seconds: float, share: float, per_second: int = 50) -> None:
-    """`per_second` commits a second, each taking `share` of its slot."""
-    for _ in range(round(seconds * per_second)):
-        clock.now += 1 / per_second
-        w._count_busy(share / per_second)
-
-
-def test_a_store_busy_half_the_time_makes_batches_linger_longer() -> None:
+def test_devices_sending_100_a_second_are_busy() -> None:
     clock = Clock()
-    w = writer(clock)
-    commits(w, clock, 2.0, share=0.3)
-    assert not w.busy  # 30% of the time committing: prompt commits
-    commits(w, clock, 1.1, share=0.6)
-    assert w.busy
-    # larger batches take a smaller share of the time: still busy
-    commits(w, clock, 2.0, share=0.3)
-    assert w.busy
-    commits(w, clock, 1.1, share=0.1)
-    assert not w.busy
+    pace = DevicePace(LINGER_BUSY, clock)
+    second(pace, clock, {f"d{n}": 100 for n in range(20)})
+    second(pace, clock, {f"d{n}": 100 for n in range(20)})
+    assert pace.busy
+    assert abs(pace.sharing - 2.0) < 0.1  # each message finds two of its device's in 20 ms
 
 
-def test_a_quiet_spell_ends_the_busy_spell_before_the_next_commit() -> None:
+def test_devices_sending_20_a_second_are_not_busy_however_many() -> None:
     clock = Clock()
-    w = writer(clock)
-    commits(w, clock, 1.1, share=0.9)
-    assert w.busy
-    clock.now += 5.0  # nothing arrives for 5 s
-    w._count_busy(0.0)  # what the writer does when a submission arrives
-    assert not w.busy
+    pace = DevicePace(LINGER_BUSY, clock)
+    rates = {f"d{n}": 20 for n in range(500)}  # 10,000 messages a second in all
+    second(pace, clock, rates)
+    second(pace, clock, rates)
+    assert not pace.busy
+    assert abs(pace.sharing - 0.4) < 0.05
+
+
+def test_a_quiet_spell_ends_the_busy_spell() -> None:
+    clock = Clock()
+    pace = DevicePace(LINGER_BUSY, clock)
+    second(pace, clock, {"d1": 500})
+    second(pace, clock, {"d1": 500})
+    assert pace.busy
+    clock.now += 2.5  # nothing for 2.5 s
+    assert not pace.busy
+
+
+def test_too_many_devices_to_count_are_not_busy() -> None:
+    clock = Clock()
+    pace = DevicePace(LINGER_BUSY, clock)
+    pace.count([f"d{n}" for n in range(PACE_DEVICES_MAX + 1)] * 3)
+    clock.now += 1.0
+    pace.count(["d0"])
+    assert not pace.busy
