@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from quart import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from hub.auth import Authenticator
 from hub.config import parse_duration
@@ -28,6 +29,21 @@ def api(
     info: dict[str, Any],
 ) -> Blueprint:
     blueprint = Blueprint("api", __name__)
+
+    @blueprint.app_errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> HTTPException | Response:
+        """Every answer under /api is JSON, errors included (404, 405, 413, and
+        500, whose exception Quart has logged and the client is not shown)."""
+        if not request.path.startswith("/api/"):
+            return error
+        code = error.code or 500
+        detail = "internal error" if code == 500 else (error.description or error.name)
+        response = jsonify({"error": f"{error.name.lower()}: {detail}"})
+        response.status_code = code
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @blueprint.get("/api/info")
     async def hub_info() -> Response:
