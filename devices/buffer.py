@@ -1,4 +1,5 @@
-"""Store-and-forward parts: the options, the bounded buffer, flush pacing, backoff.
+"""Store-and-forward parts: the options and the bounded buffer (flush pacing
+and backoff are `hub.pacing`'s, the same as the hub's).
 
 These are plain values and data structures with no I/O, so they are tested
 directly; `devices/forwarder.py` puts them to work for a `Device`.
@@ -6,11 +7,9 @@ directly; `devices/forwarder.py` puts them to work for a `Device`.
 
 from __future__ import annotations
 
-import asyncio
 import math
-import random
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar, get_args
 
@@ -153,49 +152,3 @@ class Buffer(Generic[T]):
             for _ in range(excess):
                 drop()
             self.dropped += excess
-
-
-class Pacer:
-    """A token bucket: at most `rate` items per second, bursts up to `burst`.
-
-    Starting full lets the first batch after a reconnect go at once; after
-    that, batches go out at the rate. `take()` may ask for up to `burst`.
-    """
-
-    def __init__(
-        self, rate: float, burst: int, *, clock: Callable[[], float] | None = None
-    ) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self._tokens = float(burst)
-        self._stamp: float | None = None
-
-    def _now(self) -> float:
-        if self._clock is not None:
-            return self._clock()
-        return asyncio.get_running_loop().time()
-
-    async def take(self, count: int) -> None:
-        """Wait until `count` items may go, and spend their tokens."""
-        if math.isinf(self.rate):
-            return
-        count = min(count, self.burst)
-        now = self._now()
-        if self._stamp is not None:
-            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        if self._tokens < count:
-            # Sleep for the shortfall and book the tokens now, as if refilled:
-            # the next take() starts from an empty bucket at the wake-up time.
-            await asyncio.sleep((count - self._tokens) / self.rate)
-            self._stamp = now + (count - self._tokens) / self.rate
-            self._tokens = float(count)
-        self._tokens -= count
-
-
-def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
-    """Exponential backoff with "equal jitter": half fixed, half random, so that
-    a fleet that lost the hub together does not come back in lockstep."""
-    ceiling = min(high, low * 2.0 ** min(attempt, 64))
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)

@@ -12,9 +12,10 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable
 
-from devices.buffer import Buffer, Buffering, BufferStats, Pacer, backoff_delay
+from devices.buffer import Buffer, Buffering, BufferStats
 from devices.errors import LinkError
 from devices.link import Envelope, Link, SendResult
+from hub.pacing import TokenBucket, backoff_delay
 
 # The envelope and whether a send of it was already tried, to count resends.
 _Held = tuple[Envelope, bool]
@@ -49,7 +50,7 @@ class Forwarder:
         self._rng = rng or random.Random()
         self._buffer: Buffer[_Held] = Buffer(options.max_envelopes, options.policy)
         self._in_flight: list[_Held] = []
-        self._pacer = Pacer(options.flush_rate, options.batch_size)
+        self._pacer = TokenBucket(options.flush_rate, options.batch_size)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False

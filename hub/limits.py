@@ -4,6 +4,8 @@ A device may send `rate` messages per second on average, `burst` at once,
 whatever the path (MQTT, Socket.IO, HTTP). The buckets live in a bounded
 table (least recently used evicted), so a flood of made-up device ids cannot
 grow memory without bound; an evicted device simply starts with a full bucket.
+Each bucket is two numbers (its tokens and when they were counted), refilled
+by `hub.pacing.refill`, the arithmetic of every token bucket in the hub.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+
+from hub.pacing import refill
 
 MAX_TRACKED = 100_000
 
@@ -42,7 +46,7 @@ class RateLimiter:
             return 0.0
         now = self.clock()
         tokens, then = self._buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        tokens = refill(tokens, then, now, self.rate, self.burst)
         wait = 0.0
         if tokens >= cost:
             tokens -= cost

@@ -39,6 +39,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from hub.config import MqttSettings
+from hub.pacing import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,6 @@ class MqttStatus:
             "reconnect_attempts": self.attempts,
             "last_error": self.last_error,
         }
-
-
-def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
-    """Exponential backoff with "equal jitter": half fixed, half random, so that
-    many hubs restarted together do not reconnect in lockstep."""
-    ceiling = min(high, low * 2**attempt)
-    return float(ceiling / 2 + rng.uniform(0, ceiling / 2))
 
 
 class MqttConnection:

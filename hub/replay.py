@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +39,7 @@ from hub.broadcast import DASHBOARD, Broadcaster, Subscription
 from hub.config import ReplaySettings
 from hub.metrics import Metrics
 from hub.models import Reading
+from hub.pacing import TokenBucket
 from hub.polling import queued_packets
 from hub.store.base import Store
 from hub.wire import encode
@@ -67,32 +67,6 @@ class Cursor:
         if not isinstance(epoch, str) or isinstance(seq, bool) or not isinstance(seq, int):
             return None
         return cls(epoch, max(0, seq))
-
-
-class TokenBucket:
-    """`rate` tokens per second, at most `burst` saved up."""
-
-    def __init__(
-        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.clock = clock
-        self.tokens = burst
-        self.stamp = clock()
-
-    def _refill(self) -> None:
-        now = self.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-
-    async def take(self, count: int) -> None:
-        """Wait until `count` tokens (at most `burst`) are there, and spend them."""
-        self._refill()
-        if self.tokens < count:
-            await asyncio.sleep((count - self.tokens) / self.rate)
-            self._refill()
-        self.tokens -= count
 
 
 class ClientStalled(Exception):

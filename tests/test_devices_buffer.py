@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,7 +15,7 @@ import orjson
 import pytest
 
 from devices import BUFFERED, Buffering, Device, MqttLink, SetupError
-from devices.buffer import Buffer, Pacer, backoff_delay
+from devices.buffer import Buffer
 from tests.brokers import Mosquitto, free_port
 from tests.hubs import wait_until
 from tests.proxies import TcpProxy
@@ -93,44 +92,6 @@ def test_bad_buffering_options_name_the_option(options: dict[str, Any], name: st
     with pytest.raises(SetupError) as caught:
         Buffering(**options)
     assert caught.value.name == name
-
-
-# -- pacing and backoff ---------------------------------------------------------
-
-
-@pytest.mark.parametrize(("rate", "batch"), [(1000.0, 50), (400.0, 40)])
-async def test_the_pacer_holds_the_rate(rate: float, batch: int) -> None:
-    pacer = Pacer(rate, batch)
-    loop = asyncio.get_running_loop()
-    items = 400
-    start = loop.time()
-    for _ in range(items // batch):
-        await pacer.take(batch)
-    elapsed = loop.time() - start
-    # The first batch goes at once (the bucket starts full), the rest at the
-    # rate: never faster. Slower only by the event loop's lateness, which the
-    # bucket credits back up to one batch per wait, so a loaded machine
-    # stretches it a little.
-    expected = (items - batch) / rate
-    assert expected * 0.97 <= elapsed <= expected * 1.25 + 0.05
-
-
-async def test_an_unlimited_pacer_never_waits() -> None:
-    pacer = Pacer(math.inf, 10)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    for _ in range(1000):
-        await pacer.take(10)
-    assert loop.time() - start < 0.05
-
-
-def test_backoff_doubles_up_to_the_cap_with_half_of_each_delay_random() -> None:
-    rng = random.Random(3)
-    for attempt, ceiling in enumerate([0.1, 0.2, 0.4, 0.8, 1.0, 1.0]):
-        delays = [backoff_delay(attempt, 0.1, 1.0, rng) for _ in range(200)]
-        assert ceiling / 2 <= min(delays) <= max(delays) <= ceiling
-        assert max(delays) - min(delays) > ceiling / 4  # not in lockstep
-    assert backoff_delay(10_000, 0.1, 1.0, rng) <= 1.0  # no overflow after a long outage
 
 
 # -- a buffering device on a real broker ----------------------------------------
