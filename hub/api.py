@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from hub.auth import Authenticator
 from hub.config import parse_duration
-from hub.errors import AuthError, ConfigError, QueryError
+from hub.errors import AuthError, AuthFailure, ConfigError, QueryError
 from hub.metrics import Metrics
 from hub.models import is_valid_device_id
 from hub.presence import Presence
@@ -193,7 +193,7 @@ def _admin_refusal(auth: Authenticator) -> tuple[Response, int] | None:
     try:
         auth.check_admin(_bearer())
     except AuthError as exc:
-        return jsonify({"error": exc.reason}), 403 if not auth.admin_enabled else 401
+        return jsonify({"error": exc.reason}), 403 if exc.kind is AuthFailure.CLOSED else 401
     return None
 
 

@@ -31,6 +31,7 @@ from hub.cors import allow_origins
 from hub.dashboard import DashboardNamespace
 from hub.ingest.http import http_ingest
 from hub.ingest.mqtt import MqttIngest
+from hub.ingest.pipeline import Pipeline
 from hub.ingest.socketio import DeviceNamespace
 from hub.limits import RateLimiter
 from hub.metrics import Metrics
@@ -144,13 +145,9 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         retention_batch=settings.storage.retention_batch,
     )
     limiter = RateLimiter(settings.limits.device_rate, settings.limits.device_burst)
-    mqtt = (
-        MqttIngest(settings.mqtt, writer, rules, auth, metrics, limiter)
-        if settings.mqtt.enabled
-        else None
-    )
-    ack_timeout = settings.storage.ack_timeout
-    devices = DeviceNamespace(writer, rules, auth, metrics, limiter, ack_timeout)
+    pipeline = Pipeline(writer, rules, auth, limiter, metrics, settings.storage.ack_timeout)
+    mqtt = MqttIngest(settings.mqtt, pipeline) if settings.mqtt.enabled else None
+    devices = DeviceNamespace(pipeline)
     sio.register_namespace(devices)
     commands = Commands(
         sio,
@@ -183,7 +180,7 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         "offline_after_ms": round(settings.presence.offline_after * 1000),
     }
     quart.register_blueprint(api(store, presence, auth, metrics, hub.ingest_status, info))
-    quart.register_blueprint(http_ingest(writer, rules, auth, metrics, limiter, ack_timeout))
+    quart.register_blueprint(http_ingest(pipeline))
     quart.register_blueprint(pages(web_root))
     allow_origins(quart, settings.server.cors_allowed_origins)
     metrics.gauge("hub_store_head_seq", lambda: float(store.head))

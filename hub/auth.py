@@ -12,7 +12,7 @@ import hmac
 from pathlib import Path
 
 from hub.config import AuthSettings, DeviceSettings
-from hub.errors import AuthError
+from hub.errors import AuthError, AuthFailure
 
 
 def digest(token: str) -> bytes:
@@ -44,16 +44,20 @@ class Authenticator:
 
     def check_device(self, device_id: str, token: str) -> None:
         if not self.device_allowed(device_id):
-            raise AuthError(f"device {device_id}", "not listed in [[devices]]")
+            raise AuthError(
+                f"device {device_id}", AuthFailure.NOT_LISTED, "not listed in [[devices]]"
+            )
         expected = self._tokens.get(device_id)
         if expected is not None and not hmac.compare_digest(expected, digest(token or "")):
-            raise AuthError(f"device {device_id}", "wrong or missing token")
+            raise AuthError(
+                f"device {device_id}", AuthFailure.WRONG_TOKEN, "wrong or missing token"
+            )
 
     def check_dashboard(self, token: str) -> None:
         if self._dashboard is not None and not hmac.compare_digest(
             self._dashboard, digest(token or "")
         ):
-            raise AuthError("dashboard", "wrong or missing token")
+            raise AuthError("dashboard", AuthFailure.WRONG_TOKEN, "wrong or missing token")
 
     @property
     def admin_enabled(self) -> bool:
@@ -65,9 +69,11 @@ class Authenticator:
 
     def check_admin(self, token: str) -> None:
         if self._admin is None:
-            raise AuthError("admin", "closed: no auth.admin_token is configured")
+            raise AuthError(
+                "admin", AuthFailure.CLOSED, "closed: no auth.admin_token is configured"
+            )
         if not hmac.compare_digest(self._admin, digest(token or "")):
-            raise AuthError("admin", "wrong or missing token")
+            raise AuthError("admin", AuthFailure.WRONG_TOKEN, "wrong or missing token")
 
 
 def _device_digest(device: DeviceSettings) -> bytes | None:

@@ -6,6 +6,8 @@ callers can both show the message and act on the fields.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class HubError(Exception):
     """Root of the hub's own errors."""
@@ -51,11 +53,20 @@ class HubBusy(HubError):
         super().__init__(f"{reason}, retry in {retry_after:g} s")
 
 
-class AuthError(HubError):
-    """A client presented no credentials, or the wrong ones."""
+class AuthFailure(StrEnum):
+    """Why a client was refused."""
 
-    def __init__(self, who: str, reason: str):
+    NOT_LISTED = "not_listed"  # a device not in [[devices]] under listed enrollment
+    WRONG_TOKEN = "wrong_token"  # no token, or another than the one expected
+    CLOSED = "closed"  # no token opens it (no auth.admin_token is set)
+
+
+class AuthError(HubError):
+    """A client presented no credentials, or the wrong ones; `kind` says which."""
+
+    def __init__(self, who: str, kind: AuthFailure, reason: str):
         self.who = who
+        self.kind = kind
         self.reason = reason
         super().__init__(f"{who}: {reason}")
 

@@ -235,3 +235,56 @@ class CommandRecord:
             "outcome": self.outcome,
             "reply": self.reply,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEvent:
+    """A device's link came up or went down (`link` names it, e.g. `mqtt`)."""
+
+    device_id: str
+    link: str
+    up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What one submission came to, once committed."""
+
+    accepted: int
+    duplicates: int
+    rejected: int
+    reasons: tuple[str, ...] = ()
+
+    def to_wire(self) -> dict[str, object]:
+        answer: dict[str, object] = {
+            "ok": True,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "duplicates": self.duplicates,
+        }
+        if self.reasons:
+            answer["reasons"] = list(self.reasons)
+        return answer
+
+
+class Refusal(StrEnum):
+    """Why a device message that waits for its answer was not stored."""
+
+    INVALID = "invalid"  # nothing in it could be accepted (see the rejection reason)
+    RATE_LIMITED = "rate_limited"  # over its device's rate: retry after a while
+    BUSY = "busy"  # the store is behind or cannot write: retry after a while
+    CLOSING = "closing"  # the hub is shutting down: retry elsewhere or later
+    UNAVAILABLE = "unavailable"  # the commit failed: retry
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The answer the ingest pipeline gives a device message (HTTP, Socket.IO):
+    stored, with its counts, or refused, with why and when to try again."""
+
+    stored: Accepted | None = None
+    refusal: Refusal | None = None
+    reason: str = ""  # the rejection reason of an invalid message
+    detail: str = ""
+    rejected: int = 0
+    retry_after: float | None = None

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,51 +37,32 @@ from types import TracebackType
 
 from hub.errors import HubBusy, HubClosing, StoreError
 from hub.metrics import Metrics
-from hub.models import Normalized, PresenceChange, Reading, Source, WriteBatch, WriteOutcome
+from hub.models import (
+    Accepted,
+    LinkEvent,
+    Normalized,
+    PresenceChange,
+    Reading,
+    Source,
+    WriteBatch,
+    WriteOutcome,
+)
+from hub.pacing import backoff_delay
 from hub.presence import Presence
 from hub.store.base import Store
 
 log = logging.getLogger(__name__)
 
 SLOW_COMMIT = 0.1  # seconds; slower commits are logged
-RETRY_FIRST = 0.05  # seconds before the first retry of a failed commit
+RETRY_FIRST = 0.05  # seconds before the first retry of a failed commit (about)
 RETRY_MAX = 2.0  # seconds between retries at most
+RETRIES_WHEN_CLOSING = 6  # then a closing hub gives up (0.05 doubled 6 times: 3.2 s > 2 s)
 BUSY_RETRY_AFTER = 1.0  # seconds a busy client is told to wait
 RETENTION_CATCH_UP = 0.05  # seconds between retention steps while behind
 PACE_WINDOW = 1.0  # seconds over which messages per device are counted
 PACE_DEVICES_MAX = 10_000  # devices counted in a window at most; more: too many, too slow
 
 PublishFn = Callable[[tuple[Reading, ...], tuple[PresenceChange, ...]], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """The outcome of one submission, once committed."""
-
-    accepted: int
-    duplicates: int
-    rejected: int
-    reasons: tuple[str, ...] = ()
-
-    def to_wire(self) -> dict[str, object]:
-        answer: dict[str, object] = {
-            "ok": True,
-            "accepted": self.accepted,
-            "rejected": self.rejected,
-            "duplicates": self.duplicates,
-        }
-        if self.reasons:
-            answer["reasons"] = list(self.reasons)
-        return answer
-
-
-@dataclass(frozen=True, slots=True)
-class LinkEvent:
-    """A device's link came up or went down (`link` names it, e.g. `mqtt`)."""
-
-    device_id: str
-    link: str
-    up: bool
 
 
 class DevicePace:
@@ -173,6 +155,7 @@ class Writer:
         self._queue: asyncio.Queue[_Submission | None] = asyncio.Queue(queue_max)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._rng = random.Random()
         self.failing: str | None = None
         self.pace = DevicePace(linger_busy, monotonic)
 
@@ -385,7 +368,7 @@ class Writer:
         batch and everything queued behind it wait, unacknowledged. Only when
         closing does it give up, failing the submitters (nothing was stored,
         so MQTT's broker delivers those messages again later)."""
-        delay = RETRY_FIRST
+        attempt = 0
         while True:
             try:
                 outcome = await self.store.write(write)
@@ -396,13 +379,13 @@ class Writer:
                         "commit of %d readings failed, retrying: %s", len(write.readings), exc
                     )
                 self.failing = str(exc)
-                if self._closing and delay >= RETRY_MAX:
+                if self._closing and attempt >= RETRIES_WHEN_CLOSING:
                     for item in batch:
                         if not item.future.done():
                             item.future.set_exception(exc)
                     return None
-                await asyncio.sleep(delay)
-                delay = min(RETRY_MAX, delay * 2)
+                await asyncio.sleep(backoff_delay(attempt, RETRY_FIRST, RETRY_MAX, self._rng))
+                attempt += 1
                 continue
             if self.failing is not None:
                 log.warning("commits succeed again")

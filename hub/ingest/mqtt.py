@@ -17,16 +17,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from types import TracebackType
 
-from hub.auth import Authenticator
 from hub.config import MqttSettings
 from hub.errors import HubClosing
-from hub.limits import RateLimiter
-from hub.metrics import Metrics
-from hub.models import Normalized, RejectReason, Source, is_valid_device_id
+from hub.ingest.pipeline import Pipeline
+from hub.models import Accepted, LinkEvent, Normalized, RejectReason, Source, is_valid_device_id
 from hub.mqtt import MqttConnection, MqttMessage, MqttState, MqttStatus
-from hub.normalize import Rules, normalize, rate_limited, rejected
+from hub.normalize import rejected
 from hub.presence import MQTT_LINK
-from hub.writer import Accepted, LinkEvent, Writer
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +32,15 @@ class MqttIngest:
     def __init__(
         self,
         settings: MqttSettings,
-        writer: Writer,
-        rules: Rules,
-        auth: Authenticator,
-        metrics: Metrics,
-        limiter: RateLimiter,
+        pipeline: Pipeline,
         *,
         batch_max: int = 1000,
     ):
         self.settings = settings
-        self.writer = writer
-        self.rules = rules
-        self.auth = auth
-        self.metrics = metrics
-        self.limiter = limiter
+        self.pipeline = pipeline
+        self.writer = pipeline.writer
+        self.auth = pipeline.auth
+        self.metrics = pipeline.metrics
         self.batch_max = batch_max
         # Set by the command router: (device id, reply payload) for each reply.
         self.on_reply: Callable[[str, bytes], None] | None = None
@@ -165,35 +157,13 @@ class MqttIngest:
             self._heard.popitem(last=False)
 
     def _telemetry(self, message: MqttMessage, device_id: str, seen: list[str]) -> Normalized:
-        valid = is_valid_device_id(device_id)
-        if valid and not self.auth.device_allowed(device_id):
-            return rejected(
-                message.payload,
-                device_id=device_id,
-                source=Source.MQTT,
-                received_ms=message.received_ms,
-                reason=RejectReason.UNKNOWN_DEVICE,
-                detail="not listed in [[devices]] and enrollment is not open",
-            )
-        if valid and (wait := self.limiter.allow(device_id)):
-            return rate_limited(
-                message.payload,
-                device_id=device_id,
-                source=Source.MQTT,
-                received_ms=message.received_ms,
-                wait=wait,
-            )
-        normalized = normalize(
-            message.payload,
-            device_id=device_id,
-            source=Source.MQTT,
-            received_ms=message.received_ms,
-            rules=self.rules,
+        prepared = self.pipeline.prepare(
+            Source.MQTT, device_id, message.payload, message.received_ms
         )
-        if valid:
+        if prepared.admitted:
             seen.append(device_id)
             self._heard_now(device_id)
-        return normalized
+        return prepared.normalized
 
     def _status(
         self,

@@ -2,7 +2,8 @@
 after the commit with `{"ok": true, "accepted": N, "rejected": M}`.
 
 A device connects with `auth = {"device_id": ..., "token": ...}`; its
-connection is a presence link, so it is online exactly while connected.
+connection is a presence link, so it is online exactly while connected. The
+work is the ingest pipeline's; this turns its outcome into an acknowledgement.
 """
 
 from __future__ import annotations
@@ -15,13 +16,9 @@ from typing import Any
 import orjson
 import socketio
 
-from hub.auth import Authenticator
-from hub.errors import AuthError, HubBusy, HubClosing, StoreError
-from hub.limits import RateLimiter
-from hub.metrics import Metrics
-from hub.models import Source, is_valid_device_id
-from hub.normalize import Rules, normalize_document, rate_limited
-from hub.writer import LinkEvent, Writer
+from hub.errors import AuthError, HubClosing
+from hub.ingest.pipeline import Pipeline
+from hub.models import LinkEvent, Outcome, Refusal, Source, is_valid_device_id
 
 log = logging.getLogger(__name__)
 
@@ -29,22 +26,10 @@ DEVICES = "/devices"
 
 
 class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    def __init__(
-        self,
-        writer: Writer,
-        rules: Rules,
-        auth: Authenticator,
-        metrics: Metrics,
-        limiter: RateLimiter,
-        ack_timeout: float = 10.0,
-    ):
+    def __init__(self, pipeline: Pipeline):
         super().__init__(DEVICES)
-        self.writer = writer
-        self.rules = rules
-        self.auth = auth
-        self.metrics = metrics
-        self.limiter = limiter
-        self.ack_timeout = ack_timeout
+        self.pipeline = pipeline
+        self.writer = pipeline.writer
         self._device_of: dict[str, str] = {}
         self._sid_of: dict[str, str] = {}
         self._links: set[asyncio.Task[None]] = set()
@@ -61,7 +46,7 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 "auth.device_id must be 1-64 of A-Z a-z 0-9 _ . -"
             )
         try:
-            self.auth.check_device(device_id, token if isinstance(token, str) else "")
+            self.pipeline.authenticate(device_id, token if isinstance(token, str) else "")
         except AuthError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.reason) from None
         self._device_of[sid] = device_id
@@ -79,58 +64,15 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         device_id = self._device_of.get(sid)
         if device_id is None:
             return {"ok": False, "error": "not connected as a device"}
-        received_ms = int(time.time() * 1000)
-        raw = _encoded(data)
-        self.metrics.inc("hub_messages_received_total", source="socketio")
-        if wait := self.limiter.allow(device_id):
-            refused = rate_limited(
-                raw, device_id=device_id, source=Source.SOCKETIO, received_ms=received_ms, wait=wait
-            )
-            self.writer.record_rejected(Source.SOCKETIO, received_ms, refused)
-            return {
-                "ok": False,
-                "error": f"rate_limited: {refused.rejections[0].detail}",
-                "retry": True,
-                "retry_after": round(wait, 3),
-            }
-        normalized = normalize_document(
+        outcome = await self.pipeline.submit(
+            Source.SOCKETIO,
+            device_id,
+            _encoded(data),
+            int(time.time() * 1000),
             data,
-            raw=raw,
-            device_id=device_id,
-            source=Source.SOCKETIO,
-            received_ms=received_ms,
-            rules=self.rules,
+            parsed=True,
         )
-        try:
-            accepted = await self.writer.submit(
-                Source.SOCKETIO,
-                received_ms,
-                [normalized],
-                seen=[device_id],
-                wait=False,
-                within=self.ack_timeout,
-            )
-        except HubBusy as exc:
-            return {
-                "ok": False,
-                "error": f"busy: {exc.reason}, retry later",
-                "retry": True,
-                "retry_after": exc.retry_after,
-            }
-        except HubClosing:
-            return {"ok": False, "error": "shutting down, retry later", "retry": True}
-        except StoreError as exc:
-            log.error("telemetry from %s not stored: %s", device_id, exc)
-            return {"ok": False, "error": "not stored, retry later", "retry": True}
-        if normalized.rejections and not normalized.readings and not normalized.attributes:
-            first = normalized.rejections[0]
-            return {
-                "ok": False,
-                "error": f"{first.reason}: {first.detail}",
-                "accepted": 0,
-                "rejected": accepted.rejected,
-            }
-        return accepted.to_wire()
+        return _acknowledgement(outcome)
 
     async def _link(self, device_id: str, sid: str, *, up: bool) -> None:
         """Record the link change without waiting for its commit: a connect
@@ -145,6 +87,37 @@ class DeviceNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             await self.writer.enqueue(Source.SOCKETIO, int(time.time() * 1000), [], links=[event])
         except HubClosing as exc:
             log.warning("presence of %s not recorded: %s", event.device_id, exc)
+
+
+def _acknowledgement(outcome: Outcome) -> dict[str, Any]:
+    if outcome.stored is not None:
+        return outcome.stored.to_wire()
+    match outcome.refusal:
+        case Refusal.INVALID:
+            return {
+                "ok": False,
+                "error": f"{outcome.reason}: {outcome.detail}",
+                "accepted": 0,
+                "rejected": outcome.rejected,
+            }
+        case Refusal.RATE_LIMITED:
+            return {
+                "ok": False,
+                "error": f"rate_limited: {outcome.detail}",
+                "retry": True,
+                "retry_after": round(outcome.retry_after or 0, 3),
+            }
+        case Refusal.BUSY:
+            return {
+                "ok": False,
+                "error": f"busy: {outcome.detail}, retry later",
+                "retry": True,
+                "retry_after": outcome.retry_after,
+            }
+        case Refusal.CLOSING:
+            return {"ok": False, "error": "shutting down, retry later", "retry": True}
+        case _:
+            return {"ok": False, "error": f"{outcome.detail}, retry later", "retry": True}
 
 
 def _encoded(data: Any) -> bytes:
