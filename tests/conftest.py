@@ -23,9 +23,14 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, mosquitto: Mosquitto) -> Settings:
-    """Settings for a hub with its own store, wired to the test's broker."""
-    return hub_settings(tmp_path, mosquitto.url)
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """Settings for a hub with its own store; wired to the test's broker when
+    the test uses one (asks for `mosquitto`), else with MQTT off, so that
+    no broker starts for tests that do not need one."""
+    if "mosquitto" in request.fixturenames:
+        broker: Mosquitto = request.getfixturevalue("mosquitto")
+        return hub_settings(tmp_path, broker.url)
+    return hub_settings(tmp_path)
 
 
 @pytest.fixture(autouse=True)

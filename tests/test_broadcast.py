@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 import socketio
 
 from hub.broadcast import Broadcaster, Subscription
 from hub.metrics import Metrics
 from hub.models import Reading
+
+pytestmark = pytest.mark.unit
 
 
 def reading(seq: int, device: str = "d1") -> Reading:

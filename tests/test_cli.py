@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import gc
 
+import pytest
+
 from hub.cli import tune_garbage_collection
+
+pytestmark = pytest.mark.unit
 
 
 def test_serving_tunes_the_cycle_collector_for_many_short_lived_objects() -> None:

@@ -29,6 +29,8 @@ from devices import (
 from devices.outage import Radio
 from devices.timetable import Timetable
 
+pytestmark = pytest.mark.unit
+
 
 async def explode(args: dict[str, Any]) -> None:
     raise RuntimeError("sensor on fire")

@@ -18,6 +18,8 @@ from devices.signals import (
     make_signals,
 )
 
+pytestmark = pytest.mark.unit
+
 T0 = 1_764_000_000.0  # a fixed wall-clock start, so every run samples the same times
 
 

@@ -51,6 +51,7 @@ def test_rate_limits_track_at_most_max_tracked_devices() -> None:
     assert limiter.allow("churn-0") == 0
 
 
+@pytest.mark.unit
 def test_rate_limits_of_one_device_hold_while_others_churn() -> None:
     clock = Clock()
     limiter = RateLimiter(1.0, 2.0, clock=clock, max_tracked=100)
@@ -87,6 +88,7 @@ async def test_series_numbers_keep_the_most_used_and_look_up_the_rest(tmp_path: 
         assert rows == (2,)
 
 
+@pytest.mark.unit
 def test_series_numbers_are_bounded() -> None:
     numbers = transaction.SeriesNumbers(kept=100)
     db = sqlite3.connect(":memory:")

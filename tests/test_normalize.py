@@ -21,6 +21,8 @@ from hub.config import NormalizeSettings
 from hub.models import Attribute, Normalized, PendingReading, RejectReason, Source
 from hub.normalize import EXCERPT_BYTES, Rules, normalize, normalize_document
 
+pytestmark = pytest.mark.unit
+
 FIXED_NOW = 1_764_138_000_123  # 2025-11-26T06:20:00.123Z, the hub's receive time
 NOW_S = 1_764_138_000  # the same second, as epoch seconds
 DEVICE = "greenhouse-3"

@@ -17,6 +17,7 @@ def record(device_id: str, online: bool, last_seen: int = T0) -> DeviceRecord:
     return DeviceRecord(device_id, T0, last_seen, online, (), ())
 
 
+@pytest.mark.unit
 def test_data_makes_a_device_online_until_it_falls_silent() -> None:
     presence = Presence(OFFLINE_AFTER)
     assert presence.seen("d1", T0) == PresenceChange("d1", True, T0)
@@ -29,6 +30,7 @@ def test_data_makes_a_device_online_until_it_falls_silent() -> None:
     )
 
 
+@pytest.mark.unit
 def test_a_link_keeps_a_device_online_until_its_last_link_goes() -> None:
     presence = Presence(OFFLINE_AFTER)
     assert presence.link_up("d1", "socketio:a", T0) == PresenceChange("d1", True, T0)
@@ -41,6 +43,7 @@ def test_a_link_keeps_a_device_online_until_its_last_link_goes() -> None:
     assert presence.link_down("d1", MQTT_LINK, T0 + 4) is None  # offline already
 
 
+@pytest.mark.unit
 def test_a_restart_starts_from_the_devices_the_store_had_online() -> None:
     presence = Presence(OFFLINE_AFTER)
     presence.load([record("on", True), record("off", False)])

@@ -7,6 +7,8 @@ import pytest
 from hub import units
 from hub.units import DIMENSION_DEFAULTS, UNITS, convert, lookup
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("spelling", "symbol", "dimension"),
