@@ -12,13 +12,23 @@ resubscribes; the session is persistent (clean start off, session expiry),
 so the broker keeps what it queued for us while we were away. Received
 messages wait in a queue; past `high_water` the socket is no longer read,
 which pushes back on the broker through TCP.
+
+This module is the one place that touches paho's internals: a fast path for
+the PUBLISH packets devices send (`_Client`, `_BufferedReads`,
+`read_publishes`) and PUBACKs written in one go. `fast_path_problem` checks
+once per process, on a socket pair, that the installed paho still behaves as
+that fast path needs; when it does not, the connection logs why and runs on
+paho's public API alone (its own PUBLISH handling, `Client.ack`): slower,
+never wrong.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import socket
 import ssl
 import struct
 import threading
@@ -27,11 +37,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import partial
+from functools import cache, partial
 from types import TracebackType
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
+import paho.mqtt as paho_mqtt
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -93,7 +104,11 @@ class MqttConnection:
         high_water: int = 10_000,
         rng: random.Random | None = None,
         on_lost: Callable[[], None] | None = None,
+        fast_path: bool | None = None,
     ):
+        """`fast_path`: parse PUBLISH packets and write PUBACKs past paho
+        (None: when `fast_path_problem` finds nothing wrong; False: paho's
+        public API only)."""
         self.settings = settings
         self.subscriptions = list(subscriptions)
         self.high_water = high_water
@@ -107,6 +122,17 @@ class MqttConnection:
         self.password = unquote(url.password) if url.password else None
         self.generation = 0
         self.v5 = settings.protocol == "5"
+        if fast_path is None:
+            problem = fast_path_problem()
+            if problem is not None:
+                log.warning(
+                    "paho-mqtt %s: its internals are not as the fast path needs (%s); "
+                    "using its public API, which is slower",
+                    paho_version(),
+                    problem,
+                )
+            fast_path = problem is None
+        self.fast_path = fast_path
         self._state = MqttState.CONNECTING
         self._since = time.time()
         self._attempts = 0
@@ -210,15 +236,17 @@ class MqttConnection:
         if self._sock is None or self.settings.ack != "after_commit":
             return
         current = [m for m in messages if m.qos > 0 and m.generation == self.generation]
-        self._client.puback_all([m.mid for m in current if m.qos == 1])
+        client = self._client
+        if isinstance(client, _Client):
+            client.puback_all([m.mid for m in current if m.qos == 1])
+            current = [m for m in current if m.qos == 2]
         for message in current:
-            if message.qos == 2:
-                self._client.ack(message.mid, message.qos)
+            client.ack(message.mid, message.qos)
 
     # -- the connection -----------------------------------------------------
 
-    def _make_client(self) -> _Client:
-        client = _Client(
+    def _make_client(self) -> paho.Client:
+        client = (_Client if self.fast_path else paho.Client)(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.settings.client_id,
             protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
@@ -367,7 +395,7 @@ class MqttConnection:
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         # Runs in the connect thread, before paho reads anything from `sock`.
-        if not self.tls:
+        if self.fast_path and not self.tls:
             sock = client._sock = _BufferedReads(sock)
         self._sock = sock
         self._threadsafe(self._watch_reads, sock)
@@ -408,6 +436,7 @@ class MqttConnection:
         sock = self._sock
         while (
             result == MQTTErrorCode.MQTT_ERR_SUCCESS
+            and isinstance(client, _Client)
             and isinstance(sock, _BufferedReads)
             and sock.buffered
             and not self._paused
@@ -441,6 +470,7 @@ class MqttConnection:
                 name = topics[topic] = topic.decode("utf-8", errors="replace")
             self._inbox.append(MqttMessage(name, payload, qos, retain, mid, generation, now))
         if self.settings.ack != "after_commit":
+            assert isinstance(self._client, _Client)  # buffered reads come with it
             self._client.puback_all([p[4] for p in publishes if p[2] == 1])
         self._arrived.set()
         if not self._paused and len(self._inbox) >= self.high_water:
@@ -484,7 +514,7 @@ class MqttConnection:
             return
         self._client.disconnect()
         self._client.loop_write()  # sends DISCONNECT and closes, when the socket takes it
-        if self._sock is not None:
+        if self._sock is not None and isinstance(self._client, _Client):
             self._client._sock_close()  # a dead socket: close without the goodbye
         self._sock = None
 
@@ -573,6 +603,68 @@ class _BufferedReads:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
+
+
+def paho_version() -> str:
+    return str(getattr(paho_mqtt, "__version__", "?"))
+
+
+@cache
+def fast_path_problem() -> str | None:
+    """What keeps the fast path from running on the installed paho-mqtt, or
+    None when nothing does. Run once per process: on a socket pair, paho
+    reads two PUBLISH packets (QoS 1, then QoS 0) through `_BufferedReads`;
+    its first read must go through `_Client._handle_publish` and deliver the
+    message, leave the second packet whole in the buffer between packets, and
+    queue a PUBACK; `puback_all` must queue PUBACKs as the broker reads them;
+    and paho must close a socket with `_sock_close`."""
+    first = b"\x32\x0b\x00\x05check\x00\x07{}"  # QoS 1, topic "check", mid 7, "{}"
+    second = b"\x30\x09\x00\x05check[]"  # QoS 0, "[]"
+    ours, theirs = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        received: list[paho.MQTTMessage] = []
+        client = _Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id="hub-check",
+            protocol=MQTTProtocolVersion.MQTTv311,
+        )
+        client.on_message = lambda _client, _userdata, message: received.append(message)
+        if not client.between_packets:
+            return "a new client is not between packets (_in_packet)"
+        buffered = _BufferedReads(ours)
+        client._sock = buffered
+        theirs.sendall(first + second)
+        result = client.loop_read()
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return f"reading a PUBLISH failed: {result}"
+        if [(m.topic, m.payload, m.qos, m.mid) for m in received] != [("check", b"{}", 1, 7)]:
+            return "a PUBLISH read by paho did not reach on_message as sent (_handle_publish)"
+        if not client.between_packets or buffered.buffered != len(second):
+            return "paho did not read exactly one packet from the buffer (_sock, _in_packet)"
+        publishes, at = read_publishes(buffered.data, buffered.position, False, 10)
+        if publishes != [(b"check", b"[]", 0, False, 0)] or at != len(buffered.data):
+            return "the buffer does not hold the packet paho left"
+        client.loop_write()
+        client.puback_all([9, 10])
+        client.loop_write()
+        theirs.settimeout(1)
+        written = b""
+        expected = b"\x40\x02\x00\x07\x40\x02\x00\x09\x40\x02\x00\x0a"
+        with contextlib.suppress(TimeoutError):
+            while len(written) < len(expected):
+                written += theirs.recv(64)
+        if written != expected:
+            return f"PUBACKs written: {written!r}, not {expected!r} (_send_puback, _packet_queue)"
+        client._sock_close()
+        if client._sock is not None or ours.fileno() != -1:
+            return "_sock_close did not close the socket"
+        return None
+    except Exception as exc:  # whatever changed, the public path still works
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        ours.close()
+        theirs.close()
 
 
 PUBLISH = 0x30  # the packet type, in the fixed header's high four bits

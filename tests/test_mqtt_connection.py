@@ -5,16 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Iterator
 from dataclasses import replace
 
 import aiomqtt
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from hub.config import MqttSettings
-from hub.mqtt import READ_CHUNK, MqttConnection, MqttMessage, read_publishes
+from hub.mqtt import READ_CHUNK, MqttConnection, MqttMessage, fast_path_problem, read_publishes
 from tests.brokers import Mosquitto
+
+# Every test against the broker runs on the fast path and on paho's public API.
+PATHS = pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "public"])
+
+
+async def receive_until(connection: MqttConnection, last: bytes) -> list[bytes]:
+    """Payloads received up to and including `last`, acknowledging them."""
+    payloads: list[bytes] = []
+    while last not in payloads:
+        batch = await asyncio.wait_for(connection.receive(1000), 5)
+        connection.ack(batch)
+        payloads.extend(m.payload for m in batch)
+    return payloads
 
 
 def publish_packet(
@@ -81,15 +97,69 @@ def test_no_more_publishes_than_asked_for_are_read() -> None:
     assert at == 4 * len(packet)
 
 
+@pytest.fixture
+def fresh_check() -> Iterator[None]:
+    fast_path_problem.cache_clear()
+    yield
+    fast_path_problem.cache_clear()
+
+
+@pytest.mark.unit
+def test_the_fast_path_works_on_the_installed_paho(fresh_check: None) -> None:
+    assert fast_path_problem() is None
+
+
+def _no_queue(self: paho.Client, *args: object) -> MQTTErrorCode:
+    return MQTTErrorCode.MQTT_ERR_SUCCESS  # a changed internal that loses PUBACKs quietly
+
+
+def _no_close(self: paho.Client) -> None:
+    pass
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("internal", "replacement", "named"),
+    [
+        ("_send_puback", None, "_send_puback"),  # renamed
+        ("_packet_queue", _no_queue, "_packet_queue"),  # queues elsewhere: acks lost
+        ("_sock_close", _no_close, "_sock_close"),  # no longer closes
+    ],
+)
+def test_a_changed_internal_turns_the_fast_path_off(
+    fresh_check: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    internal: str,
+    replacement: object,
+    named: str,
+) -> None:
+    if replacement is None:
+        monkeypatch.delattr(paho.Client, internal)
+    else:
+        monkeypatch.setattr(paho.Client, internal, replacement)
+    problem = fast_path_problem()
+    assert problem is not None
+    assert named in problem
+    connection = MqttConnection(MqttSettings(), [("devices/+/telemetry", 1)])
+    assert not connection.fast_path
+    assert type(connection._client) is paho.Client
+    assert "using its public API" in caplog.text
+    assert named in caplog.text
+
+
+@PATHS
 async def test_messages_read_before_a_pause_come_out_after_it_without_new_traffic(
-    mosquitto: Mosquitto,
+    mosquitto: Mosquitto, fast_path: bool
 ) -> None:
     """The connection reads the socket 64 KiB at a time and stops taking
     messages past its high-water mark. What it had read but not parsed when
     it paused must come out when it resumes, not wait for the broker's next
     packet (the keepalive is a minute away here)."""
     settings = replace(MqttSettings(), url=mosquitto.url, client_id="paused", keepalive=60)
-    connection = MqttConnection(settings, [("devices/+/telemetry", 1)], high_water=10)
+    connection = MqttConnection(
+        settings, [("devices/+/telemetry", 1)], high_water=10, fast_path=fast_path
+    )
     async with connection:
         await asyncio.wait_for(connection.wait_connected(), 10)
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="burst") as device:
@@ -104,9 +174,10 @@ async def test_messages_read_before_a_pause_come_out_after_it_without_new_traffi
         assert [m.payload for m in received] == [f'{{"n": {i}}}'.encode() for i in range(200)]
 
 
+@PATHS
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_acknowledged_messages_are_not_delivered_again_and_the_rest_are(
-    mosquitto: Mosquitto, protocol: str
+    mosquitto: Mosquitto, protocol: str, fast_path: bool
 ) -> None:
     """Acks of a batch go out as one write; the broker must take every one of
     them: after a reconnect on the same session it delivers again exactly the
@@ -114,7 +185,7 @@ async def test_acknowledged_messages_are_not_delivered_again_and_the_rest_are(
     settings = replace(
         MqttSettings(),
         url=mosquitto.url,
-        client_id=f"acks-{protocol}",
+        client_id=f"acks-{protocol}-{fast_path}",
         protocol=protocol,  # type: ignore[arg-type]
         receive_maximum=100,
     )
@@ -130,7 +201,7 @@ async def test_acknowledged_messages_are_not_delivered_again_and_the_rest_are(
             received.extend(batch)
         return received
 
-    first = MqttConnection(settings, topics)
+    first = MqttConnection(settings, topics, fast_path=fast_path)
     async with first:
         await asyncio.wait_for(first.wait_connected(), 10)
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="acked") as device:
@@ -138,20 +209,22 @@ async def test_acknowledged_messages_are_not_delivered_again_and_the_rest_are(
                 await device.publish("devices/acked/telemetry", str(i), qos=1)
         received = await take(first, 60, ack=40)
         assert [m.payload for m in received] == [str(i).encode() for i in range(60)]
-        await asyncio.sleep(0.5)  # the acks reach the broker before the goodbye
+    # (closing writes the pending acks before it says goodbye)
 
-    again = MqttConnection(settings, topics)
+    again = MqttConnection(settings, topics, fast_path=fast_path)
     async with again:
         await asyncio.wait_for(again.wait_connected(), 10)
-        redelivered = await take(again, 20, ack=20)
-        assert [m.payload for m in redelivered] == [str(i).encode() for i in range(40, 60)]
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(again.receive(1), 1.0)
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="acked") as device:
+            await device.publish("devices/acked/telemetry", b"end", qos=1)
+        # what was not acknowledged comes again, before the message sent since
+        redelivered = await receive_until(again, b"end")
+        assert redelivered == [str(i).encode() for i in range(40, 60)] + [b"end"]
 
 
+@PATHS
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_a_burst_of_every_kind_of_publish_arrives_whole_and_in_order(
-    mosquitto: Mosquitto, protocol: str
+    mosquitto: Mosquitto, protocol: str, fast_path: bool
 ) -> None:
     """Most PUBLISH packets are parsed straight from the read buffer and the
     rest by paho: QoS 2, MQTT 5 properties, and packets that a 64 KiB read
@@ -159,12 +232,12 @@ async def test_a_burst_of_every_kind_of_publish_arrives_whole_and_in_order(
     settings = replace(
         MqttSettings(),
         url=mosquitto.url,
-        client_id=f"burst-{protocol}",
+        client_id=f"burst-{protocol}-{fast_path}",
         protocol=protocol,  # type: ignore[arg-type]
         ack="on_receipt",
     )
     v5 = protocol == "5"
-    connection = MqttConnection(settings, [("devices/+/telemetry", 2)])
+    connection = MqttConnection(settings, [("devices/+/telemetry", 2)], fast_path=fast_path)
     sizes = [0, 1, 60, 300, 20_000, READ_CHUNK + 10, 3 * READ_CHUNK]
     sent: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
     async with connection:
@@ -194,14 +267,17 @@ async def test_a_burst_of_every_kind_of_publish_arrives_whole_and_in_order(
         assert {m.qos for m in mine} == {qos}
 
 
+@PATHS
 async def test_messages_acknowledged_on_receipt_are_not_delivered_again(
-    mosquitto: Mosquitto,
+    mosquitto: Mosquitto, fast_path: bool
 ) -> None:
     """With `ack = on_receipt`, the fast path acknowledges the QoS 1 messages
     it parses itself: a new connection on the same session gets none again."""
-    settings = replace(MqttSettings(), url=mosquitto.url, client_id="on-receipt", ack="on_receipt")
+    settings = replace(
+        MqttSettings(), url=mosquitto.url, client_id=f"on-receipt-{fast_path}", ack="on_receipt"
+    )
     topics = [("devices/+/telemetry", 1)]
-    async with MqttConnection(settings, topics) as first:
+    async with MqttConnection(settings, topics, fast_path=fast_path) as first:
         await asyncio.wait_for(first.wait_connected(), 10)
         async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="device") as device:
             for i in range(500):
@@ -210,8 +286,9 @@ async def test_messages_acknowledged_on_receipt_are_not_delivered_again(
         while len(received) < 500:
             received.extend(await asyncio.wait_for(first.receive(1000), 5))
         assert [m.payload for m in received] == [str(i).encode() for i in range(500)]
-        await asyncio.sleep(0.5)  # the acks reach the broker before the goodbye
-    async with MqttConnection(settings, topics) as again:
+    async with MqttConnection(settings, topics, fast_path=fast_path) as again:
         await asyncio.wait_for(again.wait_connected(), 10)
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(again.receive(1), 1.0)
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="device") as device:
+            await device.publish("devices/d/telemetry", b"end", qos=1)
+        # nothing comes again before the message sent since
+        assert await receive_until(again, b"end") == [b"end"]
