@@ -37,7 +37,7 @@ from hub.limits import RateLimiter
 from hub.metrics import Metrics
 from hub.normalize import Rules
 from hub.pages import pages
-from hub.polling import LongPolls, release_all, release_polls_on_close
+from hub.polling import Engine, LongPolls
 from hub.presence import Presence
 from hub.replay import Replayer
 from hub.store import SqliteStore, Store, open_store
@@ -94,7 +94,7 @@ class Hub:
         await self._stack.aclose()
 
     async def _disconnect_clients(self) -> None:
-        release_all(self.sio)
+        self.broadcaster.engine.release_all()
 
     def ingest_status(self) -> dict[str, Any]:
         mqtt: dict[str, Any] = (
@@ -128,9 +128,13 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         max_http_buffer_size=settings.normalize.max_payload_bytes + PACKET_OVERHEAD,
         serializer=HubPacket,
     )
-    release_polls_on_close(sio)
+    engine = Engine(sio)
     broadcaster = Broadcaster(
-        sio, metrics, tick=settings.broadcast.tick, hold_max=settings.replay.max_backlog
+        sio,
+        metrics,
+        tick=settings.broadcast.tick,
+        hold_max=settings.replay.max_backlog,
+        engine=engine,
     )
     writer = Writer(
         store,
@@ -214,6 +218,7 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         socketio.ASGIApp(sio, other_asgi_app=quart, socketio_path="socket.io"),
         metrics,
         rate=settings.broadcast.poll_rate,
+        engine=engine,
     )
     metrics.gauge("hub_long_poll_interval_seconds", lambda: long_polls.current_interval)
     hub.asgi = long_polls

@@ -42,7 +42,7 @@ import socketio
 
 from hub.metrics import Metrics
 from hub.models import PresenceChange, Reading
-from hub.polling import queued_packets
+from hub.polling import Engine
 from hub.wire import encode, json_array
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,10 @@ class Broadcaster:
         tick: float = 0.02,
         hold_max: int = 100_000,
         lag_max: int = 50,
+        engine: Engine | None = None,
     ):
         self.sio = sio
+        self.engine = engine or Engine(sio)
         self.metrics = metrics
         self.tick = tick
         self.hold_max = hold_max
@@ -268,12 +270,12 @@ class Broadcaster:
     async def _check_lagging(self, sent_through: int) -> None:
         """Take out clients with too much queued; resume those that drained."""
         for sid, subscription in list(self._clients.items()):
-            if queued_packets(self.sio, sid, DASHBOARD) > self.lag_max:
+            if self.engine.queued(sid, DASHBOARD) > self.lag_max:
                 await self.remove(sid)
                 self._lagging[sid] = (subscription, sent_through)
                 self.metrics.inc("hub_dashboards_lagging_total")
         for sid, (subscription, seq) in list(self._lagging.items()):
-            if queued_packets(self.sio, sid, DASHBOARD) <= self.lag_max // 10:
+            if self.engine.queued(sid, DASHBOARD) <= self.lag_max // 10:
                 del self._lagging[sid]
                 if self.resume is not None:
                     self.resume(sid, subscription, seq)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import random
 import socket
@@ -42,7 +43,6 @@ from types import TracebackType
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
-import paho.mqtt as paho_mqtt
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -606,7 +606,7 @@ class _BufferedReads:
 
 
 def paho_version() -> str:
-    return str(getattr(paho_mqtt, "__version__", "?"))
+    return importlib.metadata.version("paho-mqtt")
 
 
 @cache

@@ -1,6 +1,8 @@
 """Long-polling: what the hub needs from python-engineio beyond its API
 (connection endings, how much a client has queued but not yet been sent), and
-the hub's own answer to a long-poll GET (`LongPolls`).
+the hub's own answer to a long-poll GET (`LongPolls`). This module is the one
+place that touches python-engineio's internals (`Engine`), after checking
+that they behave as expected (`engineio_problem`).
 
 When a polling client says goodbye (an Engine.IO CLOSE packet in a POST),
 python-engineio closes the session but leaves the client's pending GET
@@ -14,6 +16,8 @@ closed session's queue a NOOP packet.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import logging
 import math
 import weakref
 from collections.abc import Awaitable, Callable
@@ -26,6 +30,8 @@ from engineio.exceptions import EngineIOError
 
 from hub.metrics import Metrics
 
+log = logging.getLogger(__name__)
+
 MAX_INTERVAL = 1.0  # the longest a busy session waits between two answers
 ACTIVE = 2 * MAX_INTERVAL  # a session answered this recently counts as polling
 RECOUNT = 0.25  # seconds between two counts of the polling sessions
@@ -33,40 +39,120 @@ RECOUNT = 0.25  # seconds between two counts of the polling sessions
 ASGIHandler = Callable[[dict[str, Any], Callable[..., Any], Callable[..., Any]], Awaitable[None]]
 
 
-def release_polls_on_close(sio: socketio.AsyncServer) -> None:
+def engineio_problem(sio: socketio.AsyncServer) -> str | None:
+    """What keeps the hub from using python-engineio's internals on `sio`, or
+    None when nothing does. It builds a session as python-engineio does,
+    queues a packet in it and answers it the way `LongPolls` does (`_ok`,
+    `_bad_request`, the CORS headers and check, the compressions), and looks
+    for the session table and the disconnect handler the hub wraps."""
     eio = sio.eio
-    handle_disconnect = eio.handlers["disconnect"]
+    try:
+        if not isinstance(eio.sockets, dict):
+            return "eio.sockets is not the table of sessions"
+        if not callable(eio.handlers.get("disconnect")):
+            return "eio.handlers has no disconnect handler"
+        eio.reason.CLIENT_DISCONNECT  # noqa: B018 (only that it exists)
+        session = AsyncSocket(eio, "hub-check")
+        if not callable(getattr(session, "handle_get_request", None)) or not all(
+            getattr(session, flag) is False
+            for flag in ("connected", "closed", "upgrading", "upgraded")
+        ):
+            return "a session lacks handle_get_request or its state flags"
+        session.queue.put_nowait(packet.Packet(packet.MESSAGE, "check"))
+        if session.queue.qsize() != 1:
+            return "a session's queue does not count what it holds"
+        answer = eio._ok([session.queue.get_nowait()])
+        if not answer["status"].startswith("200") or answer["response"] != b"4check":
+            return f"_ok answered {answer!r}"
+        if not eio._bad_request()["status"].startswith("400"):
+            return "_bad_request is not a 400"
+        for environ in ({"REQUEST_METHOD": "GET"}, _cors_environ([(b"origin", b"http://a.test")])):
+            headers = eio._cors_headers(environ)
+            if not isinstance(headers, list) or not all(
+                isinstance(h, tuple) and len(h) == 2 and all(isinstance(x, str) for x in h)
+                for h in headers
+            ):
+                return f"_cors_headers answered {headers!r}"
+        allowed = eio._cors_allowed_origins(_cors_environ([(b"origin", b"http://a.test")]))
+        if allowed is not None and not isinstance(allowed, list):
+            return f"_cors_allowed_origins answered {allowed!r}"
+        for method in eio.compression_methods:
+            if not isinstance(getattr(eio, "_" + method)(b"x" * 100), bytes):
+                return f"no _{method} compression"
+    except Exception as exc:  # whatever changed, python-engineio's own path still works
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
-    async def on_disconnect(eio_sid: str, reason: Any) -> None:
-        await handle_disconnect(eio_sid, reason)
-        if reason == eio.reason.CLIENT_DISCONNECT:
-            session = eio.sockets.get(eio_sid)
-            if session is not None and not session.upgraded:
-                session.queue.put_nowait(packet.Packet(packet.NOOP))
 
-    eio.on("disconnect", on_disconnect)
+class Engine:
+    """The hub's one access to python-engineio's internals, for one server:
+    how much a client has queued, a pending long-poll answered at once when
+    its client says goodbye, every connection ended at shutdown, and (through
+    `LongPolls`) long-polls answered directly. `engineio_problem` checks them
+    first; when it finds a problem (or with `direct=False`), the hub logs why
+    and uses python-engineio's public path: its own long-polling, no queue
+    counts (a client that lags is not taken out; replay keeps its rate
+    limits), goodbyes and shutdown as python-engineio handles them."""
+
+    def __init__(self, sio: socketio.AsyncServer, *, direct: bool | None = None):
+        self.sio = sio
+        if direct is None:
+            problem = engineio_problem(sio)
+            if problem is not None:
+                log.warning(
+                    "python-engineio %s: its internals are not as the hub needs (%s); "
+                    "using its public path, which is slower",
+                    engineio_version(),
+                    problem,
+                )
+            direct = problem is None
+        self.direct = direct
+        if direct:
+            self._release_polls_on_close()
+
+    def queued(self, sid: str, namespace: str) -> int:
+        """Packets waiting in the client's Engine.IO queue (0 when it is gone,
+        or unknown). The queue is unbounded; the hub must not fill it faster
+        than it drains."""
+        if not self.direct:
+            return 0
+        sio = self.sio
+        eio_sid = sio.manager.eio_sid_from_sid(sid, namespace)
+        session = sio.eio.sockets.get(eio_sid) if eio_sid else None
+        return int(session.queue.qsize()) if session is not None else 0
+
+    def release_all(self) -> None:
+        """End every client's connection the way a crash would look to it: the
+        websocket just closes, a pending long-poll returns empty and the next
+        one finds no session. Both JavaScript and Python clients then
+        reconnect on their own, which is what a hub restart needs. (A graceful
+        Engine.IO CLOSE would stop python-socketio's client from ever
+        reconnecting.) On the public path the server's shutdown ends them."""
+        if not self.direct:
+            return
+        for session in list(self.sio.eio.sockets.values()):
+            # python-engineio's close is a coroutine only for the disconnect
+            # handlers it runs; marking the session closed here is enough, the
+            # namespaces learn of it when the transports end.
+            session.closed = True
+            session.queue.put_nowait(None)
+
+    def _release_polls_on_close(self) -> None:
+        eio = self.sio.eio
+        handle_disconnect = eio.handlers["disconnect"]
+
+        async def on_disconnect(eio_sid: str, reason: Any) -> None:
+            await handle_disconnect(eio_sid, reason)
+            if reason == eio.reason.CLIENT_DISCONNECT:
+                session = eio.sockets.get(eio_sid)
+                if session is not None and not session.upgraded:
+                    session.queue.put_nowait(packet.Packet(packet.NOOP))
+
+        eio.on("disconnect", on_disconnect)
 
 
-def release_all(sio: socketio.AsyncServer) -> None:
-    """End every client's connection the way a crash would look to it: the
-    websocket just closes, a pending long-poll returns empty and the next one
-    finds no session. Both JavaScript and Python clients then reconnect on
-    their own, which is what a hub restart needs. (A graceful Engine.IO CLOSE
-    would stop python-socketio's client from ever reconnecting.)"""
-    for session in list(sio.eio.sockets.values()):
-        # python-engineio's close is a coroutine only for the disconnect
-        # handlers it runs; marking the session closed here is enough, the
-        # namespaces learn of it when the transports end.
-        session.closed = True
-        session.queue.put_nowait(None)
-
-
-def queued_packets(sio: socketio.AsyncServer, sid: str, namespace: str) -> int:
-    """Packets waiting in the client's Engine.IO queue (0 when it is gone).
-    The queue is unbounded; the hub must not fill it faster than it drains."""
-    eio_sid = sio.manager.eio_sid_from_sid(sid, namespace)
-    session = sio.eio.sockets.get(eio_sid) if eio_sid else None
-    return int(session.queue.qsize()) if session is not None else 0
+def engineio_version() -> str:
+    return importlib.metadata.version("python-engineio")
 
 
 class LongPolls:
@@ -107,7 +193,9 @@ class LongPolls:
         *,
         rate: float = 0.0,
         path: str = "/socket.io/",
+        engine: Engine | None = None,
     ):
+        self.engine = engine or Engine(sio)
         self.eio = sio.eio
         self.app = app
         self.metrics = metrics
@@ -119,10 +207,17 @@ class LongPolls:
         self._counted = -math.inf
         # What python-engineio adds to every response to a request without an
         # Origin header: nothing, or Access-Control-Allow-Credentials.
-        self.cors_headers = _encoded(self.eio._cors_headers({"REQUEST_METHOD": "GET"}))
+        self.cors_headers: list[tuple[bytes, bytes]] = []
+        if self.engine.direct:
+            self.cors_headers = _encoded(self.eio._cors_headers({"REQUEST_METHOD": "GET"}))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.path:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and scope["path"] == self.path
+            and self.engine.direct
+        ):
             sid = _polling_sid(scope["query_string"])
             session = self.eio.sockets.get(sid) if sid is not None else None
             headers = _poll_headers(scope["headers"])

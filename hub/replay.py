@@ -40,7 +40,6 @@ from hub.config import ReplaySettings
 from hub.metrics import Metrics
 from hub.models import Reading
 from hub.pacing import TokenBucket
-from hub.polling import queued_packets
 from hub.store.base import Store
 from hub.wire import encode
 
@@ -258,7 +257,7 @@ class Replayer:
         python-engineio's per-client queue is unbounded, so replay must not
         fill it faster than the client takes frames off."""
         deadline = time.monotonic() + STALL_TIMEOUT
-        while queued_packets(self.sio, sid, DASHBOARD) > MAX_QUEUED_FRAMES:
+        while self.broadcaster.engine.queued(sid, DASHBOARD) > MAX_QUEUED_FRAMES:
             if time.monotonic() > deadline:
                 raise ClientStalled(sid, seq)
             await asyncio.sleep(0.005)

@@ -15,12 +15,13 @@ import statistics
 from dataclasses import dataclass, replace
 
 import aiohttp
+import engineio
 import pytest
 import socketio
 
 from hub.config import Settings
 from hub.metrics import Metrics
-from hub.polling import RECOUNT, LongPolls
+from hub.polling import RECOUNT, Engine, LongPolls, engineio_problem
 from tests.hubs import dashboard, serve_hub
 
 pytestmark = pytest.mark.asyncio
@@ -177,6 +178,66 @@ async def test_a_poll_with_an_origin_gets_python_engineios_cors_headers(
     assert {k: v for k, v in ours.headers.items() if k.startswith("access-control-")} == cors
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize("origins", [None, "*", ["https://ops.example"]])
+async def test_the_internals_check_passes_on_the_installed_python_engineio(
+    origins: str | list[str] | None,
+) -> None:
+    sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins=origins)
+    assert engineio_problem(sio) is None
+    assert Engine(sio).direct
+
+
+def _not_a_response(self: object, message: object = None) -> dict[str, str]:
+    return {"status": "200 OK"}
+
+
+def _a_dict(self: object, environ: object) -> dict[str, str]:
+    return {"Access-Control-Allow-Origin": "*"}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("internal", "replacement", "named"),
+    [
+        ("_ok", None, "_ok"),  # renamed
+        ("_bad_request", _not_a_response, "_bad_request"),  # answers otherwise
+        ("_cors_headers", _a_dict, "_cors_headers"),  # another shape
+    ],
+)
+async def test_a_changed_internal_turns_the_direct_path_off(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    internal: str,
+    replacement: object,
+    named: str,
+) -> None:
+    sio, _ = servers()
+    if replacement is None:
+        monkeypatch.delattr(engineio.base_server.BaseServer, internal)
+    else:
+        monkeypatch.setattr(engineio.base_server.BaseServer, internal, replacement)
+    problem = engineio_problem(sio)
+    assert problem is not None
+    assert named in problem
+    engine = Engine(sio)
+    assert not engine.direct
+    assert "using its public path" in caplog.text
+    assert named in caplog.text
+    assert engine.queued("any", "/dashboard") == 0
+
+
+async def test_on_the_public_path_python_engineio_answers_every_poll() -> None:
+    sio = socketio.AsyncServer(async_mode="asgi", ping_interval=60)
+    app = LongPolls(sio, socketio.ASGIApp(sio), Metrics(), engine=Engine(sio, direct=False))
+    sid = await session(app)
+    await sio.eio.send(sid, "hello")
+    answer = await request(app, "GET", poll(sid))
+    assert answer.status == 200
+    assert answer.body == b"4hello"
+    assert ("hub_long_polls_total", ()) not in app.metrics.counters  # not answered by the hub
+
+
 async def test_a_closed_session_ends_its_pending_poll_and_refuses_the_next() -> None:
     sio, app = servers()
     sid = await session(app)
@@ -274,12 +335,17 @@ async def test_sessions_are_answered_at_phases_spread_over_the_interval() -> Non
     assert len(bins) >= 5, sorted(p % 0.2 for p in phases)
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "public"])
 @pytest.mark.parametrize("origin", [None, "https://ops.example"], ids=["same", "cross-origin"])
 async def test_a_polling_dashboard_is_answered_by_the_hub_behind_uvicorn(
-    settings: Settings, origin: str | None
+    settings: Settings, origin: str | None, direct: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With python-socketio's client; the cross-origin one sends an Origin
-    header with every request, to a hub that lists its origin."""
+    header with every request, to a hub that lists its origin. On the public
+    path (python-engineio's internals not as expected), python-engineio
+    answers the polls itself."""
+    if not direct:
+        monkeypatch.setattr("hub.polling.engineio_problem", lambda sio: "a changed internal")
     server = replace(settings.server, cors_allowed_origins=(origin,) if origin else ())
     headers = {"Origin": origin} if origin else None
     async with (
@@ -297,6 +363,9 @@ async def test_a_polling_dashboard_is_answered_by_the_hub_behind_uvicorn(
             async with http.get(f"{running.url}/metrics") as response:
                 metrics = await response.text()
     answered = [line for line in metrics.splitlines() if line.startswith("hub_long_polls_total")]
-    assert answered, metrics
-    assert float(answered[0].split()[-1]) >= 3
     assert "hub_long_poll_interval_seconds" in metrics
+    if direct:
+        assert answered, metrics
+        assert float(answered[0].split()[-1]) >= 3
+    else:
+        assert not answered or float(answered[0].split()[-1]) == 0
