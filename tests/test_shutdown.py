@@ -10,11 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import socketio
 
+import hub.server as server_module
+from hub.config import Settings
 from tests.brokers import Mosquitto, free_port, wait_for_port
-from tests.hubs import hub_environment, wait_until
+from tests.hubs import hub_environment, serve_hub, wait_until
 
 HUB = [sys.executable, "-m", "hub.cli", "serve"]
 
@@ -101,3 +104,22 @@ async def test_a_signal_drains_acknowledges_and_exits_zero(
     assert len(stored) - len(acked) <= len([a for a in answers if not isinstance(a, dict)])
     refused = [a for a in answers if isinstance(a, dict) and not a.get("ok")]
     assert all(a.get("retry") for a in refused), refused
+
+
+@pytest.mark.parametrize("handed_over", [True, False], ids=["hub-signals", "uvicorn-signals"])
+async def test_the_hub_says_when_uvicorn_keeps_its_signal_handling(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    handed_over: bool,
+) -> None:
+    """Should a uvicorn release stop asking `capture_signals` (our one hook
+    into it), the hub still serves, and says which order a signal will take."""
+    if not handed_over:
+        monkeypatch.delattr(server_module._Server, "capture_signals")
+    async with serve_hub(settings) as running, aiohttp.ClientSession() as http:
+        url = f"{running.url}/api/devices/sig/telemetry"
+        async with http.post(url, json={"temperature": 20}) as response:
+            assert response.status == 202
+    warned = "handles SIGINT and SIGTERM itself" in caplog.text
+    assert warned is not handed_over
