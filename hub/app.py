@@ -163,6 +163,7 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         offline_after=settings.presence.offline_after,
     )
     commands.socket_of = devices.sid_of
+    metrics.gauge("hub_commands_in_flight", lambda: float(commands.in_flight))
     if mqtt is not None:
         mqtt.on_reply = commands.on_mqtt_reply
         commands.mqtt_publish = mqtt.publish

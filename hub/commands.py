@@ -59,6 +59,7 @@ class Commands:
         self.mqtt_publish: Callable[[str, bytes], None] | None = None
         self.heard_over_mqtt: Callable[[str, float], bool] = lambda device_id, within: False
         self._pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
+        self.in_flight = 0  # commands sent and not yet ended (waiting for a link or a reply)
 
     def timeout_of(self, timeout_ms: Any) -> float:
         if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int | float):
@@ -73,17 +74,21 @@ class Commands:
         command = {"id": secrets.token_hex(8), "name": name, "args": args}
         sent = time.time()
         deadline = time.monotonic() + within
-        link = self._route(device_id)
-        if link is None and self.settings.ttl > 0:
-            link = await self._wait_for_link(
-                device_id, min(deadline, time.monotonic() + self.settings.ttl)
-            )
-        if link is None:
-            answer: dict[str, Any] = {"ok": False, "error": "offline"}
-            outcome = "offline"
-        else:
-            remaining = max(0.001, deadline - time.monotonic())
-            answer, outcome = await self._deliver(link, device_id, command, remaining)
+        self.in_flight += 1
+        try:
+            link = self._route(device_id)
+            if link is None and self.settings.ttl > 0:
+                link = await self._wait_for_link(
+                    device_id, min(deadline, time.monotonic() + self.settings.ttl)
+                )
+            if link is None:
+                answer: dict[str, Any] = {"ok": False, "error": "offline"}
+                outcome = "offline"
+            else:
+                remaining = max(0.001, deadline - time.monotonic())
+                answer, outcome = await self._deliver(link, device_id, command, remaining)
+        finally:
+            self.in_flight -= 1
         answer["id"] = command["id"]
         self.metrics.inc("hub_commands_total", outcome=outcome)
         await self._record(command, device_id, link, sent, outcome, answer)

@@ -51,6 +51,10 @@ class Metrics:
         self._gauges[name] = ("counter", read)
 
     def value(self, name: str, **labels: str) -> float:
+        """A counter's value, or a registered gauge's as it reads now."""
+        registered = self._gauges.get(name)
+        if registered is not None and not labels:
+            return registered[1]()
         return self.counters.get((name, tuple(sorted(labels.items()))), 0.0)
 
     def render(self) -> str:

@@ -17,8 +17,9 @@ import socketio
 
 from devices import Device, MqttLink, SocketIOLink
 from hub.config import AuthSettings, CommandSettings, Settings
+from hub.presence import MQTT_LINK
 from tests.brokers import Mosquitto
-from tests.hubs import RunningHub, serve_hub
+from tests.hubs import RunningHub, serve_hub, wait_until
 from tests.test_e2e import publish
 
 
@@ -91,6 +92,12 @@ async def test_a_command_round_trip_over_socketio(settings: Settings) -> None:
     ]
 
 
+async def online_over_mqtt(running: RunningHub, device_id: str) -> None:
+    """Until the hub holds the device's MQTT link (its retained `online`)."""
+    presence = running.hub.presence
+    await wait_until(lambda: presence.has_link(device_id, MQTT_LINK), what=f"{device_id} online")
+
+
 @asynccontextmanager
 async def mqtt_device(
     broker: Mosquitto, device_id: str, delay: float = 0.0
@@ -123,12 +130,15 @@ async def test_a_command_round_trip_over_mqtt_ignores_replies_from_others(
         admin(running) as client,
         mqtt_device(mosquitto, "dev-m", delay=0.5),
     ):
-        await asyncio.sleep(0.3)  # the hub learns dev-m is online from its status
+        await online_over_mqtt(running, "dev-m")  # from its retained status
+
+        subscribed = asyncio.Event()
 
         async def impostor() -> None:
             # another device that learned the command id answers first, on its topic
             async with aiomqtt.Client("127.0.0.1", mosquitto.port) as spy:
                 await spy.subscribe("devices/dev-m/commands", qos=1)
+                subscribed.set()
                 async for message in spy.messages:
                     request = json.loads(bytes(message.payload))  # type: ignore[arg-type]
                     fake = {"id": request["id"], "ok": True, "result": "forged"}
@@ -136,7 +146,7 @@ async def test_a_command_round_trip_over_mqtt_ignores_replies_from_others(
                     return
 
         spying = asyncio.create_task(impostor())
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(subscribed.wait(), 10)
         answer = await command(client, device_id="dev-m", name="ping", timeout_ms=5000)
         await spying
         assert (answer["ok"], answer["result"]) == (True, "ping")
@@ -153,7 +163,7 @@ async def test_a_device_that_does_not_answer_times_out(
             answer = await command(client, device_id="slow-s", name="ping", timeout_ms=300)
             assert answer["error"] == "timeout"
         async with mqtt_device(mosquitto, "slow-m", delay=2):
-            await asyncio.sleep(0.3)
+            await online_over_mqtt(running, "slow-m")
             answer = await command(client, device_id="slow-m", name="ping", timeout_ms=300)
             assert answer["error"] == "timeout"
     assert [(row[0], row[3], row[4]) for row in recorded(settings)] == [
@@ -180,7 +190,8 @@ async def test_an_offline_device_answers_offline_or_the_command_waits_for_it(
         pending = asyncio.create_task(
             command(client, device_id="late", name="ping", timeout_ms=5000)
         )
-        await asyncio.sleep(0.5)
+        # the command waits at the hub for its device (ttl), not answered offline
+        await wait_until(lambda: running.hub.metrics.value("hub_commands_in_flight") == 1)
         assert not pending.done()
         async with socketio_device(running, "late"):
             answer = await pending
@@ -198,7 +209,9 @@ async def test_mqtt_commands_reach_a_device_known_only_by_its_telemetry(
     ):
         await device.subscribe("devices/quiet/commands", qos=1)
         await publish(mosquitto, "devices/quiet/telemetry", b'{"n": 1}')
-        await asyncio.sleep(0.3)
+        assert running.hub.mqtt is not None
+        mqtt = running.hub.mqtt
+        await wait_until(lambda: mqtt.heard_from("quiet", 10), what="quiet heard over MQTT")
         pending = asyncio.create_task(
             command(client, device_id="quiet", name="ping", timeout_ms=3000)
         )
@@ -220,7 +233,8 @@ async def test_the_device_library_answers_the_hubs_commands(
         over_mqtt = Device("lib-m", MqttLink("lib-m", mosquitto.url))
         over_socketio = Device("lib-s", SocketIOLink("lib-s", running.url))
         async with over_mqtt, over_socketio:
-            await asyncio.sleep(0.3)  # the retained online status reaches the hub
+            await online_over_mqtt(running, "lib-m")  # its retained online status
+            await wait_until(lambda: running.hub.metrics.value("hub_devices_online") >= 2)
             for device_id in ("lib-m", "lib-s"):
                 answer = await command(client, device_id=device_id, name="ping", timeout_ms=5000)
                 assert answer["ok"] is True, answer
@@ -264,18 +278,15 @@ async def test_an_admin_changes_a_simulated_devices_rate(
             "--quiet",
             stdout=asyncio.subprocess.PIPE,
         )
-        await asyncio.sleep(2)
-        before = _count("rated-000", settings)
+        await wait_until(lambda: _count("rated-000", settings) >= 1, what="the first reading")
         answer = await command(
             client, device_id="rated-000", name="set_rate", args={"rate": 20}, timeout_ms=5000
         )
         assert answer == {"id": answer["id"], "ok": True, "result": {"rate": 20.0}}
-        await asyncio.sleep(2)
-        after = _count("rated-000", settings) - before
+        before = _count("rated-000", settings)
+        # 20 more readings: 1 s at the new rate, 10 s at the old one (the run ends at 6 s)
+        await wait_until(lambda: _count("rated-000", settings) >= before + 20, within=4.5)
         await sim.communicate()
-    # about 4 readings in the first 2 s at 2/s; about 40 in the next 2 s at 20/s
-    assert before <= 6
-    assert after >= 25
 
 
 def _count(device_id: str, settings: Settings) -> int:
