@@ -144,10 +144,20 @@ async def test_a_device_speaks_only_for_itself(secured: Settings) -> None:
             ) as response,
         ):
             assert response.status == 401
-        await board.wait_readings(1)
-        await asyncio.sleep(0.3)
+        # a last reading of dev-a's own: once it is there, so is anything before it
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{running.url}/api/devices/dev-a/telemetry",
+                data=b'{"temperature": 4}',
+                headers={"Authorization": "Bearer ta"},
+            ) as response,
+        ):
+            assert response.status == 202
+        await board.wait_readings(3)
         assert {r["device_id"] for r in board.readings} == {"dev-a"}
-        assert [r["value"] for r in board.readings if r["metric"] == "temperature"] == [1.0, 2.0]
+        temperatures = [r["value"] for r in board.readings if r["metric"] == "temperature"]
+        assert temperatures == [1.0, 2.0, 4.0]
         # the string is dev-a's attribute, not a device switch
         with sqlite3.connect(secured.storage.path) as db:
             assert db.execute("SELECT device_id, name, value FROM attributes").fetchall() == [
@@ -190,8 +200,9 @@ async def test_dashboards_subscribe_to_groups(secured: Settings) -> None:
                     headers={"Authorization": f"Bearer {token}"},
                 ) as response:
                     assert response.status == 202
+        # dev-c's reading was stored first: had it been sent to the group's
+        # dashboard, it would have come before the other two
         await board.wait_readings(2)
-        await asyncio.sleep(0.3)
         assert sorted(r["device_id"] for r in board.readings) == ["dev-a", "dev-b"]
 
 

@@ -71,7 +71,7 @@ async def test_commits_refused_then_allowed_again(settings: Settings, mosquitto:
             status, ready = await get(running, "/readyz")
             assert status == 503
             assert "full" in ready["ingest"]["writer"]["failing"]
-            await asyncio.sleep(0.5)
+            # nothing was committed since (the count below), so nothing was sent
             assert len(board.readings) == stored_before
             with sqlite3.connect(settings.storage.path) as db:
                 (count,) = db.execute("SELECT count(*) FROM readings").fetchone()
@@ -93,7 +93,7 @@ async def test_commits_refused_then_allowed_again(settings: Settings, mosquitto:
             await device.disconnect()
             status, _ = await get(running, "/readyz")
             assert status == 200
-        await asyncio.sleep(0.3)
+        await board.wait_readings(posted + 101)  # s1's reading, the last committed
         with sqlite3.connect(settings.storage.path) as db:
             counts = dict(db.execute("SELECT device_id, count(*) FROM readings GROUP BY device_id"))
         assert counts == {"m1": 100, "h1": posted, "s1": 1}
@@ -130,7 +130,10 @@ async def test_a_full_queue_answers_busy_at_once_and_mqtt_waits(
             assert all(headers["Retry-After"] == "1" for _, headers in done)
             # MQTT is not refused: it waits, unacknowledged, for the store
             await publish(mosquitto, "devices/m2/telemetry", '{"seq": 1, "values": {"n": 1}}')
-            await asyncio.sleep(0.5)
+            metrics = running.hub.metrics
+            await wait_until(
+                lambda: metrics.value("hub_messages_received_total", source="mqtt") > 0
+            )
             await store.db.execute("PRAGMA max_page_count = 1073741823")
             results = await asyncio.gather(*waiting)
         accepted = [k for k, (status, _) in enumerate(results) if status == 202]
