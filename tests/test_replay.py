@@ -78,6 +78,18 @@ def assert_exactly(board: Dashboard, expected: list[int]) -> None:
     assert got == expected
 
 
+async def settled(running: RunningHub, board: Dashboard, device: str) -> int:
+    """One more reading of `device` (one the board is subscribed to), waited
+    for: once it is there, everything sent to the board before it is there
+    too, a late duplicate included (a dashboard gets its readings in seq
+    order). Its seq, to add to what the board is expected to hold."""
+    status, _ = await post(running, device, '{"values": {"settled": 1}}')
+    assert status == 202
+    seq = running.hub.store.head
+    await wait_until(lambda: seq in seqs_of(board), what=f"the settling reading {seq}")
+    return seq
+
+
 @pytest.mark.parametrize("transports", TRANSPORTS, ids=["websocket", "polling"])
 async def test_a_returning_dashboard_gets_exactly_what_it_missed(
     settings: Settings, transports: list[str]
@@ -132,7 +144,7 @@ async def test_readings_committed_during_the_replay_are_neither_lost_nor_repeate
             await traffic
             expected = stored_seqs(settings, cursor["cursor"]["seq"])
             await board.wait_readings(len(expected), within=20)
-            await asyncio.sleep(0.2)
+            expected.append(await settled(running, board, "live"))
             assert_exactly(board, expected)
             await wait_until(lambda: len(board.named("replay")) == 2, what="the replay's end")
             [start, end] = board.named("replay")
@@ -191,7 +203,7 @@ async def test_only_subscribed_devices_are_replayed(settings: Settings) -> None:
             await board.subscribe(["x", "z"])
             expected = stored_seqs(settings, cursor["cursor"]["seq"], ("x", "z"))
             await board.wait_readings(len(expected))
-            await asyncio.sleep(0.2)
+            expected.append(await settled(running, board, "z"))
             assert_exactly(board, expected)
             assert {r["device_id"] for r in board.readings} == {"x", "z"}
 
@@ -300,7 +312,8 @@ async def test_a_big_hold_is_handed_over_in_order(tmp_path: Any, mosquitto: Mosq
             expected = stored_seqs(settings, cursor["cursor"]["seq"])
             for board in (first, second):
                 await board.wait_readings(len(expected), within=40)
-            await asyncio.sleep(0.2)
+            expected.append(await settled(running, first, "busy"))
+            await wait_until(lambda: expected[-1] in seqs_of(second))
             for board in (first, second):
                 assert_exactly(board, expected)
                 assert board.named("gap") == []
@@ -340,7 +353,9 @@ async def test_polling_only_hub_serves_live_and_replay_and_refuses_the_upgrade(
             await first.subscribe(["*"])
             await post_many(running, 3)
             await first.wait_readings(3)
-            await asyncio.sleep(0.5)  # time enough for an upgrade attempt
+            # python-engineio's client tries the upgrade the hub's handshake
+            # offers inside connect(), before it returns: it was refused
+            assert first.client.eio.upgrades == ["websocket"]
             assert first.client.transport() == "polling"
             cursor = first.cursor()
         await post_many(running, 100, start=3)
@@ -380,7 +395,7 @@ async def test_a_hub_restart_under_a_connected_dashboard_loses_nothing(
             for i in range(30, 40):
                 await publish(mosquitto, "devices/during/telemetry", json.dumps({"seq": i, "n": i}))
             await board.wait_readings(60, within=20)
-            await asyncio.sleep(0.3)
+            await settled(running, board, "during")
             assert_exactly(board, stored_seqs(settings, 0))
             assert len(board.named("replay")) in (0, 2)
     finally:

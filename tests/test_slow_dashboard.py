@@ -71,8 +71,9 @@ async def test_a_stalled_dashboard_is_taken_out_then_healed_by_replay(
             await post_many(running, 1, ("busy",), start=i)
         # Nothing more is committed from here until its replay is over: it
         # drains its queue and must be resumed without a new reading to wake
-        # the broadcaster.
-        await asyncio.sleep(0.3)
+        # the broadcaster, once that has sent everything committed.
+        hub = running.hub
+        await wait_until(lambda: hub.broadcaster.head == hub.store.head, 5, "the last frame")
 
         def replayed() -> bool:
             return any(name == "replay" and data["state"] == "end" for name, data in board.events)
