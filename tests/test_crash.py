@@ -40,8 +40,11 @@ def stored(path: Path) -> tuple[int, int]:
     return int(count), int(distinct)
 
 
-async def publish_numbered(broker: Mosquitto, count: int, rate: float) -> None:
-    """QoS 1, each message numbered by its device seq, paced at `rate` per second."""
+async def publish_numbered(
+    broker: Mosquitto, count: int, rate: float, sent: list[int] | None = None
+) -> None:
+    """QoS 1, each message numbered by its device seq, paced at `rate` per
+    second; `sent[0]` counts what the broker has acknowledged so far."""
     async with aiomqtt.Client("127.0.0.1", broker.port, identifier="crash-publisher") as client:
         started = time.monotonic()
         for seq in range(count):
@@ -51,6 +54,8 @@ async def publish_numbered(broker: Mosquitto, count: int, rate: float) -> None:
             await client.publish(
                 "devices/crash-1/telemetry", f'{{"seq": {seq}, "values": {{"n": {seq}}}}}', qos=1
             )
+            if sent is not None:
+                sent[0] = seq + 1
 
 
 async def test_kill_9_twice_mid_stream_loses_and_repeats_nothing(tmp_path: Path) -> None:
@@ -60,17 +65,25 @@ async def test_kill_9_twice_mid_stream_loses_and_repeats_nothing(tmp_path: Path)
         hub = HubProcess(hub_environment(tmp_path, broker, port), port)
         db = tmp_path / "hub.db"
         await hub.start()
-        publishing = asyncio.create_task(publish_numbered(broker, total, rate=400))
+        sent = [0]
+        publishing = asyncio.create_task(publish_numbered(broker, total, rate=400, sent=sent))
         try:
             for _ in range(2):
-                await wait_until(lambda: stored(db)[0] > 0, 20, "readings being stored")
-                await asyncio.sleep(1.5)
+                # killed mid-stream: a few hundred readings after it stored its first
+                at = stored(db)[0]
+                await wait_until(
+                    lambda at=at: stored(db)[0] >= at + 300, 20, "readings being stored"
+                )
                 await hub.kill()
-                await asyncio.sleep(0.5)  # down for a moment, while devices keep publishing
+                # down for a while, as devices keep publishing
+                down = sent[0]
+                await wait_until(
+                    lambda down=down: sent[0] >= down + 100, 20, "publishes while down"
+                )
                 await hub.start()
             await publishing
             await wait_until(lambda: stored(db)[0] >= total, 30, f"all {total} readings")
-            await asyncio.sleep(0.5)  # time for a duplicate to show, if any would
+            # (the hub's stop drains what it has: a duplicate would be counted below)
         finally:
             publishing.cancel()
             code = await hub.stop()
@@ -96,7 +109,7 @@ async def test_a_broker_restart_keeps_the_hubs_session(tmp_path: Path) -> None:
             broker.start()
             await publish_numbered(broker, 300, rate=1000)  # seqs 0-299: 100 repeats
             await wait_until(lambda: stored(db)[0] >= 300, 30, "the rest, after reconnecting")
-            await asyncio.sleep(0.5)
+            # (the hub's stop drains what it has: a duplicate would be counted below)
         finally:
             code = await hub.stop()
     assert code == 0
