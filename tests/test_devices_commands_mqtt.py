@@ -149,7 +149,6 @@ async def test_malformed_commands_are_answered_only_when_they_carry_an_id(
         ):
             await hub.publish("cmd-3", payload)
         last = await hub.call("cmd-3", "ping")  # published last, so answered last
-        await asyncio.sleep(0.1)
     assert [reply for _, _, reply in hub.replies] == [
         {"id": "m1", "ok": False, "error": "malformed command: name must be a non-empty string"},
         {"id": "m2", "ok": False, "error": "malformed command: args must be a JSON object"},
@@ -171,8 +170,9 @@ async def test_only_commands_sent_while_connected_are_answered(mosquitto: Mosqui
         await hub.publish("cmd-4", b'{"id": "retained", "name": "ping"}', retain=True)
         await device.connect()  # subscribes again
         await hub.wait_online("cmd-4", times=2)
+        # the retained command came first, at the subscribe: a reply to it
+        # would have come before this one
         fresh = await hub.call("cmd-4", "ping")
-        await asyncio.sleep(0.2)
         await device.close()
     assert [reply["id"] for _, _, reply in hub.replies] == [fresh["id"]]
     assert stale != fresh["id"]
@@ -214,7 +214,7 @@ async def test_set_rate_changes_the_simulators_rate(
         sim = asyncio.create_task(asyncio.to_thread(main, argv))
         await hub.wait_online("rate-000")
         start = time.time()
-        await asyncio.sleep(window)
+        await asyncio.sleep(window)  # a window of telemetry to count at the first rate
         initial = await hub.call("rate-000", "get_rate")
         refusals = [
             await hub.call("rate-000", "set_rate", args)
@@ -229,7 +229,7 @@ async def test_set_rate_changes_the_simulators_rate(
         ]
         changed = await hub.call("rate-000", "set_rate", {"rate": 50})
         after = time.time()
-        await asyncio.sleep(window)
+        await asyncio.sleep(window)  # ... and one at the new rate
         assert (await hub.call("rate-000", "get_rate"))["result"] == {"rate": 50.0}
         status = await sim
     before_count = count_between(hub.telemetry_ts, start, start + window)
