@@ -23,6 +23,7 @@ class TcpProxy:
         self.port = 0
         self.downstream = asyncio.Event()  # broker -> device flows while set
         self.downstream.set()
+        self.relayed_up = 0  # bytes relayed device -> broker, on every connection
         self._gates: list[asyncio.Event] = []  # one per connection, cleared by freeze()
         self._writers: list[asyncio.StreamWriter] = []
         self._server: asyncio.Server | None = None
@@ -61,13 +62,16 @@ class TcpProxy:
         gate.set()
         self._gates.append(gate)
         await asyncio.gather(
-            self._pump(reader, up_writer, gate),
+            self._pump(reader, up_writer, gate, up=True),
             self._pump(up_reader, writer, gate, self.downstream),
         )
 
-    @staticmethod
     async def _pump(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *gates: asyncio.Event
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *gates: asyncio.Event,
+        up: bool = False,
     ) -> None:
         try:
             while data := await reader.read(65536):
@@ -77,6 +81,8 @@ class TcpProxy:
                     break
                 writer.write(data)
                 await writer.drain()
+                if up:
+                    self.relayed_up += len(data)
         except ConnectionError:
             pass
         finally:

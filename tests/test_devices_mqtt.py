@@ -14,6 +14,7 @@ import pytest
 
 from devices import Device, LinkError, MqttLink, Reading, SetupError, parse_broker_url
 from tests.brokers import Mosquitto, free_port
+from tests.hubs import wait_until
 from tests.proxies import TcpProxy
 
 
@@ -126,8 +127,9 @@ async def test_a_send_in_flight_fails_at_once_when_the_connection_drops(
         link = MqttLink("inflight-1", proxy.url, timeout=30.0)
         await link.connect()
         proxy.downstream.clear()  # the PUBACK will not come back
+        before = proxy.relayed_up
         send = asyncio.create_task(link.send({"temperature": 1.0}))
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: proxy.relayed_up > before, 5, "the PUBLISH at the broker")
         assert not send.done()
         started = time.monotonic()
         proxy.cut()
