@@ -341,7 +341,12 @@ async def test_device_strings_are_shown_as_text_and_run_nothing(
             "in <i>u</i>"
         )
         await expect(page.locator("#rejection-rows")).to_contain_text("<script>window.__pwned=2")
-        await asyncio.sleep(0.3)  # an onerror would have fired by now
+        # An image of our own that fails to load, waited for: an injected
+        # image's onerror, queued before it, would have fired by then.
+        await page.evaluate(
+            "new Promise(done => { const img = new Image(); img.onerror = done;"
+            " img.src = '/no-such-image-' + Date.now() + '.png'; })"
+        )
         assert await page.evaluate("window.__pwned") is None
         made = await page.evaluate(
             "document.querySelectorAll('main img, main b, main i, main script').length"
