@@ -8,6 +8,7 @@ import sqlite3
 import tracemalloc
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
 from hub.limits import MAX_TRACKED, RateLimiter
@@ -89,21 +90,21 @@ async def test_series_numbers_keep_the_most_used_and_look_up_the_rest(tmp_path: 
 
 
 @pytest.mark.unit
-def test_series_numbers_are_bounded() -> None:
+async def test_series_numbers_are_bounded() -> None:
     numbers = transaction.SeriesNumbers(kept=100)
-    db = sqlite3.connect(":memory:")
-    db.executescript(
-        "CREATE TABLE devices (id INTEGER PRIMARY KEY, device_id TEXT UNIQUE);"
-        "CREATE TABLE series (id INTEGER PRIMARY KEY, device INTEGER, device_id TEXT,"
-        " metric TEXT, unit TEXT, UNIQUE (device_id, metric, unit));"
-    )
-    for n in range(1000):
-        db.execute("INSERT INTO devices(device_id) VALUES (?)", (f"d{n}",))
-        numbers.resolve(db, [(f"d{n}", "temperature", "Cel")])
-        numbers.committed()
-    assert len(numbers) == 100
-    # a series created in a transaction that rolled back is not remembered
-    db.execute("INSERT INTO devices(device_id) VALUES ('gone')")
-    numbers.resolve(db, [("gone", "temperature", "Cel")])
-    numbers.rolled_back()
-    assert len(numbers) == 100
+    async with aiosqlite.connect(":memory:") as db:
+        await db.executescript(
+            "CREATE TABLE devices (id INTEGER PRIMARY KEY, device_id TEXT UNIQUE);"
+            "CREATE TABLE series (id INTEGER PRIMARY KEY, device INTEGER, device_id TEXT,"
+            " metric TEXT, unit TEXT, UNIQUE (device_id, metric, unit));"
+        )
+        for n in range(1000):
+            await db.execute("INSERT INTO devices(device_id) VALUES (?)", (f"d{n}",))
+            await numbers.resolve(db, [(f"d{n}", "temperature", "Cel")])
+            numbers.committed()
+        assert len(numbers) == 100
+        # a series created in a transaction that rolled back is not remembered
+        await db.execute("INSERT INTO devices(device_id) VALUES ('gone')")
+        await numbers.resolve(db, [("gone", "temperature", "Cel")])
+        numbers.rolled_back()
+        assert len(numbers) == 100

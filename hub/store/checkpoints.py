@@ -132,13 +132,8 @@ class Checkpoints:
         """One passive checkpoint on the checkpointer's own connection."""
         if self._connection is None:
             return
-        result: Result | sqlite3.Error
         async with self._lock:
-            try:
-                rows = await self._connection.execute_fetchall(PASSIVE)
-                result = _result(next(iter(rows), None))
-            except sqlite3.Error as exc:
-                result = exc
+            result = await passive(self._connection)
         self.observe(result)
         self._catch_up = self.wal_bytes() > self.target
 
@@ -146,8 +141,8 @@ class Checkpoints:
 class WalMeter:
     """Counts the bytes written to the WAL and the times it started over.
 
-    Read after every commit, on the writer's own thread (no other connection
-    writes): the frames a commit appended are the growth of `mxFrame`, or all
+    Read after every commit, before the writer's next transaction (no other
+    connection writes): the frames a commit appended are the growth of `mxFrame`, or all
     of it when the salt changed (the log started over with that commit)."""
 
     def __init__(self, path: Path):
@@ -197,14 +192,15 @@ class WalMeter:
         return int.from_bytes(header[16:20], sys.byteorder), header[32:40]
 
 
-def catch_up(db: sqlite3.Connection) -> Result | sqlite3.Error:
-    """The writer's checkpoint, on its own connection's thread. A failure (a
-    full disk, say) is reported, never raised: the commit that follows does
-    not depend on it."""
+async def passive(db: aiosqlite.Connection) -> Result | sqlite3.Error:
+    """A passive checkpoint on `db`: what it came to, or why it failed (a
+    full disk, say), never raised: the writer's commit that follows its
+    catch-up does not depend on it."""
     try:
-        return _result(db.execute(PASSIVE).fetchone())
+        rows = await db.execute_fetchall(PASSIVE)
     except sqlite3.Error as exc:
         return exc
+    return _result(next(iter(rows), None))
 
 
 def _result(row: Any) -> Result:

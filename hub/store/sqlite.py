@@ -4,16 +4,20 @@ One transaction per batch (group commit, done by `hub.writer`; its steps
 are `hub.store.transaction`), WAL journal (its checkpoints:
 `hub.store.checkpoints`), `synchronous` from config. `seq` is the samples
 table's INTEGER PRIMARY KEY with AUTOINCREMENT, so SQLite never hands a seq
-out twice, even after the newest rows are deleted. aiosqlite pays a thread
-hop per call, so every call here works on a whole batch.
+out twice, even after the newest rows are deleted. Only aiosqlite's public
+API is used; it pays a thread hop per call, so every call here works on a
+whole batch. The writer's connection takes one transaction at a time
+(`_writing`): a write, a retention step, or a command's record.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import sqlite3
 from collections.abc import Collection
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +38,7 @@ from hub.models import (
     WriteOutcome,
 )
 from hub.store import transaction
-from hub.store.checkpoints import Checkpoints, Result, WalMeter, catch_up
+from hub.store.checkpoints import Checkpoints, WalMeter, passive
 from hub.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -74,6 +78,7 @@ class SqliteStore:
         self._head = 0
         # Series numbers the writer met lately (only its thread touches them).
         self._series = transaction.SeriesNumbers()
+        self._writing = asyncio.Lock()  # one transaction at a time on the writer's connection
 
     @property
     def epoch(self) -> str:
@@ -179,47 +184,40 @@ class SqliteStore:
     # -- writing ------------------------------------------------------------
 
     async def write(self, batch: WriteBatch) -> WriteOutcome:
-        # The whole transaction runs in one call on the connection's thread:
-        # each aiosqlite call is a thread hop that has to win the GIL back
-        # from a busy event loop, and a commit made of six hops is six waits.
         checkpoints = self.checkpoints
-        try:
-            outcome: WriteOutcome
-            if checkpoints.catch_up_due():
-                async with checkpoints.catching_up():
-                    outcome, head, checkpoint = await self.db._execute(  # type: ignore[no-untyped-call]
-                        self._transaction, batch, self._head, True
-                    )
-                checkpoints.observe(checkpoint)
-            else:
-                outcome, head, _ = await self.db._execute(  # type: ignore[no-untyped-call]
-                    self._transaction, batch, self._head, False
-                )
-        except sqlite3.Error as exc:
-            raise StoreError("write", str(exc)) from exc
-        self._head = head
+        async with self._writing:
+            try:
+                if checkpoints.catch_up_due():
+                    # the rest of the log copied first, with no pass beside it,
+                    # so that this transaction can start the log over
+                    async with checkpoints.catching_up():
+                        checkpoints.observe(await passive(self.db))
+                        outcome = await self._transaction(batch)
+                else:
+                    outcome = await self._transaction(batch)
+            except sqlite3.Error as exc:
+                raise StoreError("write", str(exc)) from exc
         checkpoints.after_commit()
         return outcome
 
-    def _transaction(
-        self, batch: WriteBatch, head: int, catch_up_first: bool
-    ) -> tuple[WriteOutcome, int, Result | sqlite3.Error | None]:
-        """One write transaction, on the connection's own thread; first, when
-        asked, the checkpoint that lets the WAL start over with it."""
-        db: sqlite3.Connection = self.db._conn
-        checkpoint = catch_up(db) if catch_up_first else None
-        db.execute("BEGIN IMMEDIATE")
+    async def _transaction(self, batch: WriteBatch) -> WriteOutcome:
+        """One write transaction, through aiosqlite's public API: a thread hop
+        per statement (5 for a batch of readings from known series)."""
+        db = self.db
+        await db.execute("BEGIN IMMEDIATE")
         try:
-            outcome, head = transaction.write(db, self._series, batch, head)
-            db.execute("COMMIT")
-            self.wal.count()
+            outcome, head = await transaction.write(db, self._series, batch, self._head)
+            await db.execute("COMMIT")
         except BaseException:
             self._series.rolled_back()
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+            # Also when cancelled before BEGIN ran: the ROLLBACK queues behind it.
+            with suppress(sqlite3.Error):
+                await db.execute("ROLLBACK")
             raise
+        self.wal.count()
         self._series.committed()
-        return outcome, head, checkpoint
+        self._head = head
+        return outcome
 
     def db_bytes(self) -> int:
         """The size of the database file (without its WAL)."""
@@ -344,21 +342,22 @@ class SqliteStore:
         if last == self._purged_through:
             return 0
         db = self.db
-        try:
-            await db.execute("BEGIN IMMEDIATE")
-            cursor = await db.execute("DELETE FROM samples WHERE seq <= ?", (last,))
-            deleted = cursor.rowcount
-            await db.execute(
-                "INSERT INTO meta(key, value) VALUES ('purged_through', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (str(last),),
-            )
-            await db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
-            raise StoreError("purge", str(exc)) from exc
-        self.wal.count()
+        async with self._writing:
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                cursor = await db.execute("DELETE FROM samples WHERE seq <= ?", (last,))
+                deleted = cursor.rowcount
+                await db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('purged_through', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (str(last),),
+                )
+                await db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+                raise StoreError("purge", str(exc)) from exc
+            self.wal.count()
         self._purged_through = last
         return int(deleted)
 
@@ -412,6 +411,10 @@ class SqliteStore:
     async def record_command(self, record: CommandRecord) -> None:
         # Not through the writer's batches: commands are rare, unrelated to
         # seq, and one INSERT in autocommit mode is atomic on this connection.
+        async with self._writing:
+            await self._record_command(record)
+
+    async def _record_command(self, record: CommandRecord) -> None:
         try:
             await self.db.execute(
                 "INSERT OR REPLACE INTO commands(id, device_id, name, args, link, sent_ms, "

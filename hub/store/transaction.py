@@ -1,33 +1,34 @@
-"""The SQLite store's write transaction, step by step, on the writer
-connection's own thread (`hub.store.sqlite` runs it in one call).
+"""The SQLite store's write transaction, step by step, on the writer's
+connection (`hub.store.sqlite` begins and commits it).
 
 Readings are stored as small integers: each device and each series (one
 metric of one device in one unit) is numbered once (migration 3), and a row
 of `samples` holds those numbers with ts, value and the device's seq. The
 view `readings` shows them by name, as the table did before.
 
-Each step goes to SQLite in as few statements as it can, because the writer
-thread takes the GIL back after each one, and beside a busy event loop each
-of those waits its turn. `executemany` is a statement per row: 3,000 rows
-took 8.7-11.7 s that way beside a Python thread that never sleeps, and
-62-65 ms as one statement (docs/performance.md). So the small steps go as
-one JSON array read by json_each, and readings in statements of 1,024 rows
-of bound values, the rest through json_each: SQLite binds values faster
-than it parses JSON. Every value arrives as sent: orjson writes the shortest
-text that reads back as the same double, and SQLite reads it so. Statements
-and json_each keep the batch's order, so readings are numbered in it
-(tests/test_store.py checks both). In an upsert, `WHERE true` lets SQLite
-tell the SELECT's end from the ON CONFLICT clause.
+Each step goes to SQLite in as few statements as it can: every statement is
+a call through aiosqlite's public API, a hop to its thread and back, and
+beside a busy event loop each of those waits its turn. `executemany` is a
+statement per row: 3,000 rows took 8.7-11.7 s that way beside a Python
+thread that never sleeps, and 62-65 ms as one statement
+(docs/performance.md). So the small steps go as one JSON array read by
+json_each, and readings in statements of 1,024 rows of bound values, the
+rest through json_each: SQLite binds values faster than it parses JSON.
+Every value arrives as sent: orjson writes the shortest text that reads back
+as the same double, and SQLite reads it so. Statements and json_each keep
+the batch's order, so readings are numbered in it (tests/test_store.py
+checks both). In an upsert, `WHERE true` lets SQLite tell the SELECT's end
+from the ON CONFLICT clause.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterable
 from itertools import chain
 from typing import Any
 
+import aiosqlite
 import orjson
 
 from hub.models import (
@@ -108,8 +109,8 @@ class SeriesNumbers:
     def __len__(self) -> int:
         return len(self._known)
 
-    def resolve(
-        self, db: sqlite3.Connection, keys: Iterable[SeriesKey]
+    async def resolve(
+        self, db: aiosqlite.Connection, keys: Iterable[SeriesKey]
     ) -> dict[SeriesKey, SeriesIds]:
         """The numbers of `keys`, creating the series that do not exist yet."""
         found: dict[SeriesKey, SeriesIds] = {}
@@ -123,8 +124,9 @@ class SeriesNumbers:
                 found[key] = ids
         if missing:
             document = orjson.dumps(missing)
-            db.execute(INSERT_SERIES, (document,))
-            for device_id, metric, unit, device, series in db.execute(SELECT_SERIES, (document,)):
+            await db.execute(INSERT_SERIES, (document,))
+            rows = await db.execute_fetchall(SELECT_SERIES, (document,))
+            for device_id, metric, unit, device, series in rows:
                 found[(device_id, metric, unit)] = self._new[(device_id, metric, unit)] = (
                     device,
                     series,
@@ -143,20 +145,20 @@ class SeriesNumbers:
         self._new.clear()
 
 
-def write(
-    db: sqlite3.Connection, series: SeriesNumbers, batch: WriteBatch, head: int
+async def write(
+    db: aiosqlite.Connection, series: SeriesNumbers, batch: WriteBatch, head: int
 ) -> tuple[WriteOutcome, int]:
     """The transaction's steps, between BEGIN and COMMIT: what was stored, and
     the seq allocator's new position."""
-    upsert_devices(db, batch)
-    outcome, head = insert_readings(db, series, batch.readings, head)
-    upsert_latest(db, outcome.readings, batch.attributes)
-    insert_rejections(db, batch.rejections)
+    await upsert_devices(db, batch)
+    outcome, head = await insert_readings(db, series, batch.readings, head)
+    await upsert_latest(db, outcome.readings, batch.attributes)
+    await insert_rejections(db, batch.rejections)
     return outcome, head
 
 
-def insert_readings(
-    db: sqlite3.Connection,
+async def insert_readings(
+    db: aiosqlite.Connection,
     series: SeriesNumbers,
     pending: tuple[PendingReading, ...],
     head: int,
@@ -164,7 +166,7 @@ def insert_readings(
     """Insert, and return what was stored with the allocator's new position."""
     if not pending:
         return WriteOutcome((), ()), head
-    numbers = series.resolve(db, {(p.device_id, p.metric, p.unit or "") for p in pending})
+    numbers = await series.resolve(db, {(p.device_id, p.metric, p.unit or "") for p in pending})
     rows = [
         (*numbers[(p.device_id, p.metric, p.unit or "")], p.ts, p.value, p.device_seq)
         for p in pending
@@ -172,10 +174,10 @@ def insert_readings(
     inserted, at = 0, 0
     while len(rows) - at >= VALUES_ROWS:
         values = list(chain.from_iterable(rows[at : at + VALUES_ROWS]))
-        inserted += db.execute(INSERT_VALUES, values).rowcount
+        inserted += (await db.execute(INSERT_VALUES, values)).rowcount
         at += VALUES_ROWS
     if at < len(rows):
-        inserted += db.execute(INSERT_JSON, (orjson.dumps(rows[at:]),)).rowcount
+        inserted += (await db.execute(INSERT_JSON, (orjson.dumps(rows[at:]),))).rowcount
     if inserted == len(pending):
         # No duplicates: AUTOINCREMENT with a single writer numbers them in order.
         readings = tuple(
@@ -183,12 +185,14 @@ def insert_readings(
             for i, p in enumerate(pending, start=1)
         )
         return WriteOutcome(readings, (True,) * len(pending)), head + len(pending)
-    new = db.execute(
+    new = await db.execute_fetchall(
         "SELECT r.seq, s.device_id, s.metric, r.device_seq FROM samples r "
         "JOIN series s ON s.id = r.series WHERE r.seq > ? ORDER BY r.seq",
         (head,),
-    ).fetchall()
-    (sequence,) = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'samples'").fetchone()
+    )
+    [(sequence,)] = await db.execute_fetchall(
+        "SELECT seq FROM sqlite_sequence WHERE name = 'samples'"
+    )
     return match_stored(pending, new), int(sequence)
 
 
@@ -215,25 +219,25 @@ def match_stored(pending: tuple[PendingReading, ...], rows: Iterable[Any]) -> Wr
     return WriteOutcome(tuple(readings), tuple(stored))
 
 
-def upsert_devices(db: sqlite3.Connection, batch: WriteBatch) -> None:
+async def upsert_devices(db: aiosqlite.Connection, batch: WriteBatch) -> None:
     """Devices heard from, their presence, and a row for every device a
     reading names (its number is what the reading's row holds)."""
     if batch.seen:
-        db.execute(UPSERT_SEEN, (orjson.dumps(list(batch.seen.items())),))
+        await db.execute(UPSERT_SEEN, (orjson.dumps(list(batch.seen.items())),))
     unseen: dict[str, int] = {}
     for p in batch.readings:
         if p.device_id not in batch.seen and p.device_id not in unseen:
             unseen[p.device_id] = p.ts
     if unseen:
-        db.execute(INSERT_UNSEEN, (orjson.dumps(list(unseen.items())),))
+        await db.execute(INSERT_UNSEEN, (orjson.dumps(list(unseen.items())),))
     if batch.presence:
         # in order: a device that came and went within the batch ends offline
         changes = [(p.device_id, p.last_seen, int(p.online)) for p in batch.presence]
-        db.execute(UPSERT_PRESENCE, (orjson.dumps(changes),))
+        await db.execute(UPSERT_PRESENCE, (orjson.dumps(changes),))
 
 
-def upsert_latest(
-    db: sqlite3.Connection, readings: Iterable[Reading], attributes: tuple[Attribute, ...]
+async def upsert_latest(
+    db: aiosqlite.Connection, readings: Iterable[Reading], attributes: tuple[Attribute, ...]
 ) -> None:
     latest: dict[tuple[str, str], Reading] = {}
     for reading in readings:
@@ -242,16 +246,16 @@ def upsert_latest(
             latest[key] = reading
     if latest:
         values = [(r.device_id, r.metric, r.unit, r.ts, r.value) for r in latest.values()]
-        db.execute(UPSERT_LATEST, (orjson.dumps(values),))
+        await db.execute(UPSERT_LATEST, (orjson.dumps(values),))
     if attributes:
         named = [(a.device_id, a.name, a.value, a.ts) for a in attributes]
-        db.execute(UPSERT_ATTRIBUTES, (orjson.dumps(named),))
+        await db.execute(UPSERT_ATTRIBUTES, (orjson.dumps(named),))
 
 
-def insert_rejections(db: sqlite3.Connection, rejections: tuple[Rejection, ...]) -> None:
+async def insert_rejections(db: aiosqlite.Connection, rejections: tuple[Rejection, ...]) -> None:
     if not rejections:
         return
-    db.executemany(
+    await db.executemany(
         "INSERT INTO rejections(received_ms, source, device_id, reason, detail, excerpt) "
         "VALUES (?, ?, ?, ?, ?, ?)",
         [
@@ -260,7 +264,7 @@ def insert_rejections(db: sqlite3.Connection, rejections: tuple[Rejection, ...])
         ],
     )
     # The dead-letter table is a window on recent trouble, not an archive.
-    db.execute(
+    await db.execute(
         "DELETE FROM rejections WHERE id <= (SELECT max(id) FROM rejections) - ?",
         (REJECTIONS_KEPT,),
     )
