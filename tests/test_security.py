@@ -134,26 +134,22 @@ async def test_a_device_speaks_only_for_itself(secured: Settings) -> None:
             "telemetry", [{"bn": "dev-b:", "n": "temperature", "v": 2}], namespace="/devices"
         )
         await device.disconnect()
+
+        async def post_with_dev_a_token(route: str, body: bytes) -> int:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"{running.url}/api/devices/{route}/telemetry",
+                    data=body,
+                    headers={"Authorization": "Bearer ta"},
+                ) as response,
+            ):
+                return response.status
+
         # dev-a's token on dev-b's route is refused
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                f"{running.url}/api/devices/dev-b/telemetry",
-                data=b'{"temperature": 3}',
-                headers={"Authorization": "Bearer ta"},
-            ) as response,
-        ):
-            assert response.status == 401
+        assert await post_with_dev_a_token("dev-b", b'{"temperature": 3}') == 401
         # a last reading of dev-a's own: once it is there, so is anything before it
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                f"{running.url}/api/devices/dev-a/telemetry",
-                data=b'{"temperature": 4}',
-                headers={"Authorization": "Bearer ta"},
-            ) as response,
-        ):
-            assert response.status == 202
+        assert await post_with_dev_a_token("dev-a", b'{"temperature": 4}') == 202
         await board.wait_readings(3)
         assert {r["device_id"] for r in board.readings} == {"dev-a"}
         temperatures = [r["value"] for r in board.readings if r["metric"] == "temperature"]
