@@ -230,8 +230,10 @@ class Broadcaster:
             if self._lagging:
                 # A lagging client may drain while nothing new is committed:
                 # look again soon rather than at the next reading.
+                # (asyncio.timeout: wait_for can swallow a cancel on Python 3.11)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), LAGGING_RECHECK)
+                    async with asyncio.timeout(LAGGING_RECHECK):
+                        await self._wake.wait()
             else:
                 await self._wake.wait()
             self._wake.clear()
