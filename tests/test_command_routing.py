@@ -18,6 +18,7 @@ from hub.errors import StoreError
 from hub.metrics import Metrics
 from hub.presence import MQTT_LINK, Presence
 from tests.fakes import FakeStore, as_store
+from tests.hubs import wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -143,7 +144,7 @@ async def test_with_a_ttl_a_command_waits_for_its_device_to_come_online() -> Non
     commands, store, devices, presence = make(ttl=5.0)
     devices.answer = lambda topic, command: [("late", reply(command, ok=True))]
     sending = asyncio.create_task(commands.send("late", "ping", {}, within=5))
-    await asyncio.sleep(0)  # the command is waiting for a link
+    await wait_until(lambda: commands.in_flight == 1)  # waiting for a link
     assert not sending.done()
     presence.link_up("late", MQTT_LINK, 0)
     answer = await asyncio.wait_for(sending, 5)
