@@ -155,7 +155,9 @@ async def test_polling_only_still_updates_and_says_polling(
         await open_dashboard(page, f"{running.url}/{query}")
         await expect(chip(page, "p-1", "battery")).to_have_text("3.3")
         await expect(page.locator("#conn-state")).to_have_text("connected")
-        await asyncio.sleep(0.5)  # time enough for an upgrade, were one allowed
+        # an upgrade is refused by the hub, or never tried by the page
+        expected = "refused" if forced_by == "hub" else "none"
+        await wait_for_state(page, lambda s: s["connection"]["upgrade"] == expected)
         await expect(page.locator("#conn-transport")).to_have_text("polling")
         for value in (3.1, 2.9):
             await post(running, "p-1", f'{{"battery": {value}}}')

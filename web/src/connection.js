@@ -54,8 +54,15 @@ export class Connection {
     };
     // A new Engine.IO session on every reconnect: follow its upgrades.
     socket.io.on("open", () => {
+      const engine = socket.io.engine;
+      const canUpgrade = engine.transport.name === "polling" && engine.transports.includes("websocket");
+      store.setConnection({ upgrade: canUpgrade ? "trying" : "none" });
       showTransport();
-      socket.io.engine.on("upgrade", showTransport);
+      engine.on("upgrade", () => {
+        store.setConnection({ upgrade: "done" });
+        showTransport();
+      });
+      engine.on("upgradeError", () => store.setConnection({ upgrade: "refused" }));
     });
     socket.io.on("reconnect_attempt", (attempt) => store.setConnection({ attempt }));
 

@@ -44,7 +44,15 @@ export class Store {
     this.pruneOnLoad = false; // after an epoch change: drop devices the new store lacks
     this.pending = [];
     this.pendingCount = 0;
-    this.conn = { state: "connecting", transport: null, attempt: 0, error: null, replay: null };
+    // upgrade: "none" (polling only, none tried), "trying", "done", or "refused"
+    this.conn = {
+      state: "connecting",
+      transport: null,
+      upgrade: null,
+      attempt: 0,
+      error: null,
+      replay: null,
+    };
     this.notice = null; // {text, until}
     this.replayLog = [];
     this.stats = { frames: 0, readings: 0, replayed: 0, applied: 0, gaps: 0, resets: 0 };
