@@ -4,7 +4,6 @@ device strings that stay text."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
