@@ -94,6 +94,27 @@ def poll(sid: str) -> str:
     return f"EIO=4&transport=polling&t=x&sid={sid}"
 
 
+async def pending_poll(app: LongPolls, sid: str) -> asyncio.Task[Answer]:
+    """A GET of the session, once it waits on the session's queue for packets
+    (python-engineio's poll awaits `queue.get()`; this test's own wrapper of
+    that call says when it has begun)."""
+    queue = app.eio.sockets[sid].queue
+    get = queue.get
+    waiting = asyncio.Event()
+
+    async def get_and_tell() -> object:
+        waiting.set()
+        return await get()
+
+    queue.get = get_and_tell
+    try:
+        task = asyncio.create_task(request(app, "GET", poll(sid)))
+        await asyncio.wait_for(waiting.wait(), 5)
+    finally:
+        queue.get = get
+    return task
+
+
 COMPARED = ("content-type", "content-encoding", "access-control-allow-credentials")
 
 
@@ -241,8 +262,7 @@ async def test_on_the_public_path_python_engineio_answers_every_poll() -> None:
 async def test_a_closed_session_ends_its_pending_poll_and_refuses_the_next() -> None:
     sio, app = servers()
     sid = await session(app)
-    pending = asyncio.create_task(request(app, "GET", poll(sid)))
-    await asyncio.sleep(0.05)
+    pending = await pending_poll(app, sid)
     await sio.eio.disconnect(sid)
     answer = await asyncio.wait_for(pending, 5)
     # python-engineio ends a pending poll of a session it closes with a CLOSE packet
@@ -305,8 +325,7 @@ async def test_a_quiet_session_is_answered_as_soon_as_data_comes() -> None:
     sid = await session(app)
     await busy_gaps(sio, app, sid, 2)
     await asyncio.sleep(1.1)  # nothing for longer than the interval
-    pending = asyncio.create_task(request(app, "GET", poll(sid)))
-    await asyncio.sleep(0.05)
+    pending = await pending_poll(app, sid)
     sent = asyncio.get_running_loop().time()
     await sio.eio.send(sid, "news")
     answer = await asyncio.wait_for(pending, 5)
