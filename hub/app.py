@@ -5,7 +5,8 @@ hands each what it needs. Nothing runs until Quart's `while_serving` enters
 `Hub.start`, which opens them in dependency order on an `AsyncExitStack`;
 `Hub.stop` unwinds it: MQTT stops reading and hands over what it received,
 the writer commits everything queued (so every acknowledgement goes out), the
-broadcaster sends its last frame, dashboards are disconnected, the store closes.
+live path sends the last of the store's log, dashboards are disconnected, the
+store closes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from hub import __version__
 from hub.admin import AdminNamespace
 from hub.api import api
 from hub.auth import Authenticator
-from hub.broadcast import Broadcaster
 from hub.commands import Commands
 from hub.config import Settings
 from hub.cors import allow_origins
@@ -34,12 +34,13 @@ from hub.ingest.mqtt import MqttIngest
 from hub.ingest.pipeline import Pipeline
 from hub.ingest.socketio import DeviceNamespace
 from hub.limits import RateLimiter
+from hub.live import Live
 from hub.metrics import Metrics
 from hub.normalize import Rules
 from hub.pages import pages
 from hub.polling import Engine, LongPolls
 from hub.presence import Presence
-from hub.replay import Replayer
+from hub.replay import Replay
 from hub.store import SqliteStore, Store, open_store
 from hub.wire import HubPacket
 from hub.writer import Writer
@@ -58,10 +59,9 @@ class Hub:
     asgi: Any
     store: Store
     presence: Presence
-    broadcaster: Broadcaster
+    live: Live
     writer: Writer
     mqtt: MqttIngest | None
-    replayer: Replayer
     metrics: Metrics
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     _started: bool = False
@@ -71,10 +71,8 @@ class Hub:
         await self.store.open()
         stack.push_async_callback(self.store.close)
         self.presence.load(await self.store.devices())
-        self.broadcaster.start_at(self.store.epoch, self.store.head)
         stack.push_async_callback(self._disconnect_clients)
-        await stack.enter_async_context(self.broadcaster)
-        stack.push_async_callback(self.replayer.close)
+        await stack.enter_async_context(self.live)
         await stack.enter_async_context(self.writer)
         if self.mqtt is not None:
             await stack.enter_async_context(self.mqtt)
@@ -94,7 +92,7 @@ class Hub:
         await self._stack.aclose()
 
     async def _disconnect_clients(self) -> None:
-        self.broadcaster.engine.release_all()
+        self.live.engine.release_all()
 
     def ingest_status(self) -> dict[str, Any]:
         mqtt: dict[str, Any] = (
@@ -129,17 +127,20 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         serializer=HubPacket,
     )
     engine = Engine(sio)
-    broadcaster = Broadcaster(
+    replay = Replay(sio, store, settings.replay, metrics, engine)
+    live = Live(
         sio,
+        store,
+        replay,
         metrics,
         tick=settings.broadcast.tick,
+        frame_rate=settings.broadcast.frame_rate,
         hold_max=settings.replay.max_backlog,
         engine=engine,
     )
     writer = Writer(
         store,
         presence,
-        broadcaster.publish,
         metrics,
         batch_max=settings.storage.batch_max,
         linger=settings.storage.commit_linger,
@@ -169,15 +170,11 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         commands.mqtt_publish = mqtt.publish
         commands.heard_over_mqtt = mqtt.heard_from
     sio.register_namespace(AdminNamespace(commands, auth))
-    replayer = Replayer(sio, store, broadcaster, settings.replay, metrics)
-    broadcaster.resume = replayer.resume
-    sio.register_namespace(DashboardNamespace(broadcaster, replayer, auth))
+    sio.register_namespace(DashboardNamespace(live, auth))
 
     quart = Quart(__name__)
     quart.config["MAX_CONTENT_LENGTH"] = settings.normalize.max_payload_bytes + PACKET_OVERHEAD
-    hub = Hub(
-        settings, sio, quart, None, store, presence, broadcaster, writer, mqtt, replayer, metrics
-    )
+    hub = Hub(settings, sio, quart, None, store, presence, live, writer, mqtt, metrics)
     info = {
         "version": __version__,
         "transports": list(server.transports),
@@ -192,11 +189,11 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
     metrics.gauge("hub_devices_online", lambda: float(len(presence)))
     metrics.gauge("hub_writer_backlog", lambda: float(writer.backlog))
     metrics.gauge("hub_writer_busy", lambda: float(writer.pace.busy))
-    metrics.gauge("hub_dashboard_clients", lambda: float(broadcaster.clients))
-    metrics.gauge("hub_replays_active", lambda: float(replayer.active))
-    metrics.gauge("hub_replays_queued", lambda: float(replayer.queued))
-    metrics.gauge("hub_replay_holds", lambda: float(broadcaster.holds))
-    metrics.gauge("hub_dashboards_lagging", lambda: float(broadcaster.lagging))
+    metrics.gauge("hub_dashboard_clients", lambda: float(live.clients))
+    metrics.gauge("hub_replays_active", lambda: float(replay.active))
+    metrics.gauge("hub_replays_queued", lambda: float(live.replays - replay.active))
+    metrics.gauge("hub_replay_holds", lambda: float(live.holds))
+    metrics.gauge("hub_dashboards_lagging", lambda: float(live.lagging))
     metrics.gauge(
         "hub_mqtt_connected", lambda: float(mqtt is not None and mqtt.connection.connected)
     )

@@ -154,6 +154,7 @@ class NormalizeSettings:
 @dataclass(frozen=True, slots=True)
 class BroadcastSettings:
     tick: Seconds = 0.02
+    frame_rate: Annotated[float, Range(0, 1_000_000)] = 5000.0
     poll_rate: Annotated[float, Range(0, 1_000_000)] = 2000.0
 
 

@@ -5,7 +5,7 @@
 both answer `{"epoch", "seq": HEAD, "devices": [...]}`, where HEAD is the
 last seq before the first one the client will receive live. The first
 `subscribe` of a client that connected with a cursor starts its replay
-(`hub.replay`); later calls wait until that replay is over.
+(`hub.live`, `hub.replay`); later calls wait until that replay is over.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from typing import Any
 import socketio
 
 from hub.auth import Authenticator
-from hub.broadcast import ALL, DASHBOARD, Broadcaster, Subscription
 from hub.errors import AuthError
+from hub.live import ALL, Live, Subscription
 from hub.models import is_valid_device_id
-from hub.replay import Cursor, Replayer
+from hub.replay import Cursor
+from hub.wire import DASHBOARD
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,9 @@ MAX_SELECTORS = 1000
 
 
 class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    def __init__(self, broadcaster: Broadcaster, replayer: Replayer, auth: Authenticator):
+    def __init__(self, live: Live, auth: Authenticator):
         super().__init__(DASHBOARD)
-        self.broadcaster = broadcaster
-        self.replayer = replayer
+        self.live = live
         self.auth = auth
         self.cursors: dict[str, Cursor] = {}
         # group -> its devices, from [[devices]] group = "..."
@@ -51,43 +51,26 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.cursors.pop(sid, None)
-        self.replayer.cancel(sid)
-        async with self.broadcaster.lock:
-            await self.broadcaster.remove(sid)
+        await self.live.drop(sid)
 
     async def on_subscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
         selectors, error = _selectors(data, self.members)
         if error:
             return {"ok": False, "error": error}
-        await self.replayer.wait(sid)
+        await self.live.replay_over(sid)
         cursor = self.cursors.pop(sid, None)
-        async with self.broadcaster.lock:
-            current = self.broadcaster.subscription(sid) or Subscription.of(())
-            subscription = current.union(Subscription.of(selectors))
-            if cursor is None:
-                await self.broadcaster.place(sid, subscription)
-            else:
-                # The replay joins the live room itself, once it has caught up.
-                self.replayer.start(sid, subscription, cursor)
-            return self._answer(subscription)
+        subscription, head = await self.live.subscribe(sid, Subscription.of(selectors), cursor)
+        return self._answer(subscription, head)
 
     async def on_unsubscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
         selectors, error = _selectors(data, self.members)
         if error:
             return {"ok": False, "error": error}
-        await self.replayer.wait(sid)
-        async with self.broadcaster.lock:
-            current = self.broadcaster.subscription(sid) or Subscription.of(())
-            subscription = current.minus(selectors)
-            await self.broadcaster.place(sid, subscription)
-            return self._answer(subscription)
+        subscription, head = await self.live.unsubscribe(sid, selectors)
+        return self._answer(subscription, head)
 
-    def _answer(self, subscription: Subscription) -> dict[str, Any]:
-        return {
-            "epoch": self.broadcaster.epoch,
-            "seq": self.broadcaster.head,
-            "devices": subscription.to_wire(),
-        }
+    def _answer(self, subscription: Subscription, head: int) -> dict[str, Any]:
+        return {"epoch": self.live.epoch, "seq": head, "devices": subscription.to_wire()}
 
 
 def _selectors(data: Any, members: dict[str, set[str]]) -> tuple[list[str], str | None]:

@@ -2,10 +2,10 @@
 
 Adapters hand it normalized messages; it gathers what arrives within a
 linger (or until `batch_max` readings), commits that as one
-transaction, resolves every submitter's future (their acknowledgement), and
-only then hands the committed readings and presence changes to the
-broadcaster. Being the only writer is what keeps `seq` in commit order and
-presence transitions in the order their causes were committed.
+transaction and resolves every submitter's future (their acknowledgement).
+The store hands what each commit stored to its log's followers (the live
+path, `hub.live`). Being the only writer is what keeps `seq` in commit order
+and presence transitions in the order their causes were committed.
 
 The queue of submissions is bounded (`queue_max`): when the store falls
 behind, MQTT waits (and stops reading, so the broker holds on), while HTTP
@@ -42,7 +42,6 @@ from hub.models import (
     LinkEvent,
     Normalized,
     PresenceChange,
-    Reading,
     Source,
     WriteBatch,
     WriteOutcome,
@@ -61,8 +60,6 @@ BUSY_RETRY_AFTER = 1.0  # seconds a busy client is told to wait
 RETENTION_CATCH_UP = 0.05  # seconds between retention steps while behind
 PACE_WINDOW = 1.0  # seconds over which messages per device are counted
 PACE_DEVICES_MAX = 10_000  # devices counted in a window at most; more: too many, too slow
-
-PublishFn = Callable[[tuple[Reading, ...], tuple[PresenceChange, ...]], None]
 
 
 class DevicePace:
@@ -128,7 +125,6 @@ class Writer:
         self,
         store: Store,
         presence: Presence,
-        publish: PublishFn,
         metrics: Metrics,
         *,
         batch_max: int = 2000,
@@ -143,7 +139,6 @@ class Writer:
     ):
         self.store = store
         self.presence = presence
-        self.publish = publish
         self.metrics = metrics
         self.batch_max = batch_max
         self.linger = linger
@@ -361,7 +356,6 @@ class Writer:
                         tuple(dict.fromkeys(f"{r.reason}: {r.detail}" for r in rejections))[:10],
                     )
                 )
-        self.publish(outcome.readings, write.presence)
 
     async def _write(self, write: WriteBatch, batch: list[_Submission]) -> WriteOutcome | None:
         """Commit, retrying with backoff for as long as the store refuses: the

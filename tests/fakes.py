@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from hub.errors import StoreError
 from hub.models import (
@@ -21,6 +24,7 @@ from hub.models import (
     WriteOutcome,
 )
 from hub.store.base import Store
+from hub.store.feed import Committed, Feed, Follower
 
 
 @dataclass
@@ -36,6 +40,9 @@ class FakeStore:
     command_records: list[CommandRecord] = field(default_factory=list)
     purged_through: int = 0
     gate: asyncio.Event | None = None  # set: writes wait for it (a slow store)
+    read_gate: asyncio.Event | None = None  # set: readings_after waits for it (a slow replay)
+    feed: Feed = field(default_factory=Feed)
+    log: list[Committed] = field(default_factory=list)  # every entry handed to the feed
     _head: int = 0
     _keys: set[tuple[str, int, str]] = field(default_factory=set)
     _devices: dict[str, DeviceRecord] = field(default_factory=dict)
@@ -60,6 +67,7 @@ class FakeStore:
             raise StoreError("write", self.refuse)
         readings: list[Reading] = []
         stored: list[bool] = []
+        after = self._head
         for pending in batch.readings:
             self._head += 1  # a duplicate consumes a number too, as in SQLite
             key = (pending.device_id, pending.device_seq or 0, pending.metric)
@@ -87,7 +95,16 @@ class FakeStore:
                 record.device_id, record.first_seen, record.last_seen, change.online, (), ()
             )
         self.writes.append(batch)
+        entry = Committed(after, self._head, tuple(readings), batch.presence)
+        self.log.append(entry)
+        self.feed.committed(entry)
         return WriteOutcome(tuple(readings), tuple(stored))
+
+    def follow(self, after: int) -> Follower:
+        return self.feed.follow(after, self._read_back)
+
+    async def _read_back(self, after: int, upto: int, limit: int) -> list[Reading]:
+        return await self.readings_after(after, upto, None, limit)
 
     def _device(self, device_id: str, seen: int) -> DeviceRecord:
         old = self._devices.get(device_id)
@@ -136,6 +153,8 @@ class FakeStore:
     async def readings_after(
         self, seq: int, upto: int, device_ids: Collection[str] | None, limit: int
     ) -> list[Reading]:
+        if self.read_gate is not None:
+            await self.read_gate.wait()
         return [
             r
             for r in self.stored
@@ -191,6 +210,57 @@ class FakeStore:
     async def commands(self, device_id: str | None, limit: int) -> list[CommandRecord]:
         found = [c for c in self.command_records if device_id in (None, c.device_id)]
         return found[::-1][:limit]
+
+
+class FakeServer:
+    """The python-socketio server calls the live path makes (rooms, emit),
+    kept in memory: what each client would have received, decoded as it
+    would decode it. Each client is also a room of its own, as in
+    python-socketio."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, set[str]] = {}
+        self.received: dict[str, list[tuple[str, Any]]] = {}
+
+    async def enter_room(self, sid: str, room: str, namespace: str | None = None) -> None:
+        self.rooms.setdefault(room, set()).add(sid)
+
+    async def leave_room(self, sid: str, room: str, namespace: str | None = None) -> None:
+        self.rooms.get(room, set()).discard(sid)
+
+    async def emit(
+        self, event: str, data: Any, to: str | list[str], namespace: str | None = None
+    ) -> None:
+        decoded = orjson.loads(orjson.dumps(data))
+        for target in [to] if isinstance(to, str) else to:
+            for sid in self.rooms.get(target, {target}):
+                self.received.setdefault(sid, []).append((event, decoded))
+
+    def seqs(self, sid: str) -> list[int]:
+        """The seqs of every reading the client received, in order."""
+        return [
+            r["seq"]
+            for event, data in self.received.get(sid, [])
+            if event == "readings"
+            for r in data["readings"]
+        ]
+
+    def events(self, sid: str, event: str) -> list[Any]:
+        return [data for name, data in self.received.get(sid, []) if name == event]
+
+
+class FakeEngine:
+    """python-engineio's per-client queues as the live path sees them: a
+    count of packets waiting, set by the test."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, int] = {}
+
+    def queued(self, sid: str, namespace: str) -> int:
+        return self.waiting.get(sid, 0)
+
+    def release_all(self) -> None:
+        pass
 
 
 def as_store(store: FakeStore) -> Store:

@@ -149,6 +149,7 @@ KEYS: list[tuple[str, str, Any]] = [
     ),
     ("[broadcast]\ntick = '50ms'", "broadcast.tick", 0.05),
     ("[broadcast]\npoll_rate = 500", "broadcast.poll_rate", 500.0),
+    ("[broadcast]\nframe_rate = 800", "broadcast.frame_rate", 800.0),
     ("[presence]\noffline_after = '90s'", "presence.offline_after", 90.0),
     ("[log]\nlevel = 'debug'", "log.level", "debug"),
     ("[server]\nwebsocket_compression = true", "server.websocket_compression", True),

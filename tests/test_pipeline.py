@@ -41,7 +41,7 @@ def pipeline_on(
     ack_timeout: float = 10.0,
 ) -> Pipeline:
     metrics = Metrics()
-    writer = Writer(store, Presence(60_000), lambda readings, presence: None, metrics)
+    writer = Writer(store, Presence(60_000), metrics)
     limiter = RateLimiter(rate, 2, clock=clock or Clock())
     return Pipeline(
         writer,

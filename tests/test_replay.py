@@ -104,7 +104,7 @@ async def test_a_returning_dashboard_gets_exactly_what_it_missed(
         # The last commit reaches the rooms at the next broadcast tick; from
         # then on all 700 are history, to be replayed, none live.
         hub = running.hub
-        await wait_until(lambda: hub.broadcaster.head == hub.store.head, what="the broadcast")
+        await wait_until(lambda: hub.live.head == hub.store.head, what="the broadcast")
         async with dashboard(running.url, transports, auth=cursor) as after:
             ack = await after.subscribe(["*"])
             assert ack["seq"] == running.hub.store.head
@@ -269,7 +269,7 @@ async def test_concurrent_replays_are_bounded_and_all_complete(
         async def watch() -> None:
             nonlocal most_active
             while True:
-                most_active = max(most_active, running.hub.replayer.active)
+                most_active = max(most_active, running.hub.live.replay.active)
                 await asyncio.sleep(0.005)
 
         watcher = asyncio.create_task(watch())
@@ -277,7 +277,11 @@ async def test_concurrent_replays_are_bounded_and_all_complete(
         entered = [await board.__aenter__() for board in boards]
         try:
             acks = await asyncio.gather(*(b.subscribe(["*"]) for b in entered))
-            await wait_until(lambda: running.hub.replayer.queued > 0, 5, "a queued replay")
+            await wait_until(
+                lambda: running.hub.live.replays > running.hub.live.replay.active,
+                5,
+                "a queued replay",
+            )
             # live traffic while some wait for a slot: held for them, not replayed
             await post_many(running, 50, ("live",), start=1000)
             expected = stored_seqs(settings, cursor["cursor"]["seq"])

@@ -66,14 +66,14 @@ async def test_a_stalled_dashboard_is_taken_out_then_healed_by_replay(
         # it stops polling; every commit makes one frame for it
         for i in range(120):
             await post_many(running, 1, ("busy",), start=i)
-        await wait_until(lambda: running.hub.broadcaster.lagging == 1, 5, "the lagging client")
+        await wait_until(lambda: running.hub.live.lagging == 1, 5, "the lagging client")
         for i in range(120, 200):  # not queued for it any more
             await post_many(running, 1, ("busy",), start=i)
         # Nothing more is committed from here until its replay is over: it
         # drains its queue and must be resumed without a new reading to wake
-        # the broadcaster, once that has sent everything committed.
+        # the live path, once that has sent everything committed.
         hub = running.hub
-        await wait_until(lambda: hub.broadcaster.head == hub.store.head, 5, "the last frame")
+        await wait_until(lambda: hub.live.head == hub.store.head, 5, "the last frame")
 
         def replayed() -> bool:
             return any(name == "replay" and data["state"] == "end" for name, data in board.events)

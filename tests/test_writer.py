@@ -96,23 +96,28 @@ def message(device_id: str, body: str) -> Normalized:
 
 
 class Published:
-    """What the writer hands on after each commit."""
+    """What the store's log handed on after each commit (what the live path
+    follows)."""
 
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-        self.presence: list[PresenceChange] = []
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
 
-    def __call__(self, readings: tuple[Reading, ...], presence: tuple[PresenceChange, ...]) -> None:
-        self.readings += readings
-        self.presence += presence
+    @property
+    def readings(self) -> list[Reading]:
+        return [r for entry in self.store.log for r in entry.readings]
+
+    @property
+    def presence(self) -> list[PresenceChange]:
+        return [p for entry in self.store.log for p in entry.presence]
 
 
 def running(store: FakeStore, published: Published, **options: Any) -> Writer:
-    return Writer(store, Presence(60_000), published, Metrics(), **options)
+    return Writer(store, Presence(60_000), Metrics(), **options)
 
 
 async def test_messages_are_acknowledged_once_committed_then_handed_on() -> None:
-    store, published = FakeStore(), Published()
+    store = FakeStore()
+    published = Published(store)
     async with running(store, published) as writer:
         first = await writer.enqueue(Source.HTTP, T0, [message("d1", '{"a": 1, "b": 2}')], ["d1"])
         second = await writer.submit(Source.HTTP, T0, [message("d2", '{"a": 3}')], ["d2"])
@@ -128,7 +133,8 @@ async def test_messages_are_acknowledged_once_committed_then_handed_on() -> None
 
 
 async def test_a_repeated_device_seq_is_counted_and_not_handed_on() -> None:
-    store, published = FakeStore(), Published()
+    store = FakeStore()
+    published = Published(store)
     body = '{"seq": 7, "values": {"a": 1}}'
     async with running(store, published) as writer:
         assert (await writer.submit(Source.HTTP, T0, [message("d1", body)], ["d1"])).accepted == 1
@@ -138,7 +144,8 @@ async def test_a_repeated_device_seq_is_counted_and_not_handed_on() -> None:
 
 
 async def test_a_rejected_value_is_kept_and_the_rest_stored() -> None:
-    store, published = FakeStore(), Published()
+    store = FakeStore()
+    published = Published(store)
     async with running(store, published) as writer:
         outcome = await writer.submit(
             Source.HTTP, T0, [message("d1", '{"a": 1, "b": [1]}')], ["d1"]
@@ -149,7 +156,8 @@ async def test_a_rejected_value_is_kept_and_the_rest_stored() -> None:
 
 
 async def test_a_store_that_refuses_holds_everything_and_devices_are_told_why() -> None:
-    store, published = FakeStore(refuse="database or disk is full"), Published()
+    store = FakeStore(refuse="database or disk is full")
+    published = Published(store)
     async with running(store, published) as writer:
         held = await writer.enqueue(Source.MQTT, T0, [message("m1", '{"a": 1}')], ["m1"])
         await wait_until(lambda: writer.failing is not None)
@@ -164,7 +172,8 @@ async def test_a_store_that_refuses_holds_everything_and_devices_are_told_why() 
 
 
 async def test_a_full_queue_answers_busy_at_once() -> None:
-    store, published = FakeStore(gate=asyncio.Event()), Published()
+    store = FakeStore(gate=asyncio.Event())
+    published = Published(store)
     async with running(store, published, queue_max=2) as writer:
         # the first commit waits on the slow store; two more fill the queue
         futures = [
@@ -180,7 +189,8 @@ async def test_a_full_queue_answers_busy_at_once() -> None:
 
 
 async def test_closing_commits_everything_already_queued() -> None:
-    store, published = FakeStore(), Published()
+    store = FakeStore()
+    published = Published(store)
     writer = running(store, published)
     async with writer:
         futures = [

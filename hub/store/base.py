@@ -3,7 +3,9 @@
 SQLite (`hub.store.sqlite`) is the first backend; a PostgreSQL one will
 implement the same protocol. A backend assigns `seq` when it commits, keeps it
 strictly increasing and never reuses it, and keeps an `epoch` that changes
-only when the store is recreated.
+only when the store is recreated. Its log can be followed (`follow`): what
+each commit stored, handed over in seq order with none skipped, whichever
+writer committed it (`hub.store.feed`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from hub.models import (
     WriteBatch,
     WriteOutcome,
 )
+from hub.store.feed import Follower
 
 
 class Store(Protocol):
@@ -45,6 +48,10 @@ class Store(Protocol):
 
     async def write(self, batch: WriteBatch) -> WriteOutcome:
         """Commit everything in `batch` in one transaction."""
+
+    def follow(self, after: int) -> Follower:
+        """Everything committed after seq `after`: the readings in seq order,
+        none skipped, with the presence changes committed beside them."""
 
     async def readings(
         self, device_id: str, metric: str, start: int | None, end: int | None, limit: int

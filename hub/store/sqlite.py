@@ -39,6 +39,7 @@ from hub.models import (
 )
 from hub.store import transaction
 from hub.store.checkpoints import Checkpoints, WalMeter, passive
+from hub.store.feed import Committed, Feed, Follower
 from hub.store.migrations import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class SqliteStore:
         # Series numbers the writer met lately (only its thread touches them).
         self._series = transaction.SeriesNumbers()
         self._writing = asyncio.Lock()  # one transaction at a time on the writer's connection
+        # What each commit stored, for the live path; woken right after it.
+        self.feed = Feed()
 
     @property
     def epoch(self) -> str:
@@ -115,6 +118,7 @@ class SqliteStore:
             await self._migrate()
             self._epoch = await self._meta_epoch()
             self._head = await self._sequence()
+            self.feed = Feed(self._head)
             self._purged_through = int(await self._meta("purged_through") or 0)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader.execute_fetchall("PRAGMA query_only=ON")
@@ -186,6 +190,7 @@ class SqliteStore:
     async def write(self, batch: WriteBatch) -> WriteOutcome:
         checkpoints = self.checkpoints
         async with self._writing:
+            after = self._head
             try:
                 if checkpoints.catch_up_due():
                     # the rest of the log copied first, with no pass beside it,
@@ -197,6 +202,7 @@ class SqliteStore:
                     outcome = await self._transaction(batch)
             except sqlite3.Error as exc:
                 raise StoreError("write", str(exc)) from exc
+            self.feed.committed(Committed(after, self._head, outcome.readings, batch.presence))
         checkpoints.after_commit()
         return outcome
 
@@ -238,6 +244,12 @@ class SqliteStore:
             "wal_bytes": self.checkpoints.wal_bytes(),
             "failing": self.failing,
         }
+
+    def follow(self, after: int) -> Follower:
+        return self.feed.follow(after, self._read_back)
+
+    async def _read_back(self, after: int, upto: int, limit: int) -> list[Reading]:
+        return await self.readings_after(after, upto, None, limit)
 
     # -- reading ------------------------------------------------------------
 
