@@ -17,12 +17,13 @@ frames of one flush, so it never sees seqs out of order.
 `head` is the log position flushed to the rooms; a client that joins a room
 gets every reading after `head` and none before.
 
-Flushes. A commit leaves for the dashboards at once when the last flush is
-long enough ago, else it waits for that moment and shares its frame with
-whatever comes meanwhile. "Long enough" is `clients / frame_rate` seconds
-(frames the hub aims to send per second, in all), at most `tick`: ten
-dashboards at 5,000 frames/s get a flush every 2 ms at most, a hundred every
-20 ms. So a quiet hub delivers without waiting, and a busy one coalesces.
+Flushes. A commit leaves for the dashboards at once when the last flush
+ended long enough ago, else it waits for that moment and shares its frame
+with whatever comes meanwhile. "Long enough" is `clients / frame_rate`
+seconds (frames the hub aims to send per second, in all), at most `tick`:
+ten dashboards at 5,000 frames/s get a flush every 2 ms at most, a hundred
+every 20 ms. So a quiet hub delivers without waiting, and a busy one
+coalesces.
 
 Replay handover. A client that subscribes with a cursor is *held*: from that
 moment the frames its subscription would receive are kept for it
@@ -339,11 +340,14 @@ class Live:
                     more = await follower.take()
                     if more is not None:
                         entry = merged([entry, more])
-                self._flushed = loop.time()
             try:
                 await self._flush(entry)
             except Exception:  # a broken client must not stop delivery to the rest
                 log.exception("live flush failed")
+            if entry is not None:
+                # from the end of a flush: a flush that takes long (many
+                # clients, a loaded machine) spaces the next one out as well
+                self._flushed = loop.time()
 
     def interval(self) -> float:
         """Seconds from one flush to the next at least."""
