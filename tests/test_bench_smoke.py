@@ -21,6 +21,7 @@ EXPECTED = {
     "fanout": 3,  # hub ÷ per-reading Node, hub ÷ batching Node, polling ÷ websocket
     "latency": 4,  # p50 and p99 at 1,000 and 5,000 readings/s
     "replay": 1,
+    "storm": 1,  # live p99 during a reconnect storm ÷ idle
     "memory": 2,
 }
 
@@ -51,5 +52,7 @@ def test_the_smoke_suite_produces_every_figure(tmp_path: Path) -> None:
         assert latencies["readings"] >= 0.9 * latencies["expected"], (rate, latencies)
     replayed = result["details"]["replay"]
     assert replayed["readings"] == 5_000
+    storm = result["details"]["storm"]
+    assert storm["completed"] == 10, storm
     # The printed table is the one in the JSON.
     assert result["table"] in finished.stdout
