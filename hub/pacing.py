@@ -49,13 +49,10 @@ class TokenBucket:
         if math.isinf(self.rate):
             return
         count = min(count, self.burst)
-        wait = self.wait_for(count)
-        if wait > 0:
+        # Asked again after each sleep: takers that share the bucket (every
+        # replay shares the hub's) each see what the others took meanwhile.
+        while (wait := self.wait_for(count)) > 0:  # noqa: ASYNC110 (time is the event)
             await asyncio.sleep(wait)
-            # Booked as if refilled at the wake-up: the next take starts from
-            # an empty bucket then, whatever the sleep overshot.
-            self.stamp += wait
-            self.tokens = 0.0
 
 
 def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:

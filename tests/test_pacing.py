@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import time
 
 import pytest
 
@@ -84,3 +85,21 @@ def test_a_thousand_clients_that_lost_their_peer_together_spread_out() -> None:
     # no more than 5% of them within any 100 ms
     window = max(sum(1 for d in delays if start <= d < start + 0.1) for start in delays)
     assert window <= 50
+
+
+async def test_takers_sharing_a_bucket_get_its_rate_between_them() -> None:
+    # Every replay takes from the hub's bucket. Each taker asks again after
+    # its sleep, so the bucket's clock never runs ahead of time (it did: each
+    # waiter booked its own wait on top of the others', and replays starved).
+    bucket = TokenBucket(4000.0, 20.0)
+    taken: list[int] = []
+
+    async def taker(n: int) -> None:
+        for _ in range(5):
+            await bucket.take(20)
+            taken.append(n)
+
+    await asyncio.gather(*(taker(n) for n in range(4)))
+    assert sorted(taken) == sorted(list(range(4)) * 5)
+    assert bucket.stamp <= time.monotonic()
+    assert bucket.tokens >= 0
