@@ -70,7 +70,7 @@ class StorageSettings:
     path: str = "data/hub.db"
     synchronous: Literal["off", "normal", "full"] = "normal"
     batch_max: Positive = 2000
-    commit_linger: Seconds = 0.002
+    commit_linger: Seconds = 0.0
     commit_linger_busy: Seconds = 0.02
     queue_max: Positive = 1000
     ack_timeout: Seconds = 10.0

@@ -14,8 +14,9 @@ retry hint. A commit that fails is retried with backoff until it succeeds,
 holding everything behind it: nothing is acknowledged that is not stored, and
 nothing received is dropped. Meanwhile `failing` says why.
 
-The linger: a batch waits `commit_linger` (2 ms) for more to join it, or
-`commit_linger_busy` (20 ms) while devices are busy. A commit writes every
+The linger: a batch waits `commit_linger` (none by default: what arrives
+during a commit joins the next) for more to join it, or `commit_linger_busy`
+(20 ms) while devices are busy. A commit writes every
 page it touches to the WAL whole, and each device's messages touch pages of
 their own (its series' ends in the indexes), however few of its readings a
 commit holds (docs/performance.md, issue 13). So waiting pays when a device's
@@ -128,7 +129,7 @@ class Writer:
         metrics: Metrics,
         *,
         batch_max: int = 2000,
-        linger: float = 0.002,
+        linger: float = 0.0,
         linger_busy: float = 0.02,
         queue_max: int = 1000,
         presence_interval: float = 1.0,
