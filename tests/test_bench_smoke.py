@@ -26,6 +26,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.timeout(600)  # every part, the storm's idle and storm windows included
 def test_the_smoke_suite_produces_every_figure(tmp_path: Path) -> None:
     output = tmp_path / "suite.json"
     finished = subprocess.run(
