@@ -57,7 +57,6 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         selectors, error = _selectors(data, self.members)
         if error:
             return {"ok": False, "error": error}
-        await self.live.replay_over(sid)
         cursor = self.cursors.pop(sid, None)
         subscription, head = await self.live.subscribe(sid, Subscription.of(selectors), cursor)
         return self._answer(subscription, head)
