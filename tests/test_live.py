@@ -136,16 +136,17 @@ async def test_a_follower_that_starts_behind_the_head_reads_back_first() -> None
 
 
 async def test_a_follower_cancelled_while_reading_back_loses_nothing() -> None:
-    release = asyncio.Event()
+    reading_back, release = asyncio.Event(), asyncio.Event()
 
     async def read_back(after: int, upto: int, limit: int) -> list[Reading]:
+        reading_back.set()
         await release.wait()
         return [reading(s) for s in range(after + 1, upto + 1)][:limit]
 
     feed = Feed(head=10)
     follower = feed.follow(0, read_back)
     task = asyncio.create_task(follower.take())
-    await asyncio.sleep(0)
+    await asyncio.wait_for(reading_back.wait(), 5)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     release.set()
