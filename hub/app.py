@@ -136,7 +136,6 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         tick=settings.broadcast.tick,
         frame_rate=settings.broadcast.frame_rate,
         hold_max=settings.replay.max_backlog,
-        engine=engine,
     )
     writer = Writer(
         store,

@@ -54,13 +54,15 @@ import socketio
 
 from hub.metrics import Metrics
 from hub.models import PresenceChange, Reading
-from hub.polling import Engine
-from hub.replay import HELD_FRAME_READINGS, ClientStalled, Cursor, Replay, chunks, drained
+from hub.replay import ClientStalled, Cursor, Replay, drained
 from hub.store.base import Store
 from hub.store.feed import Committed, Follower, merged
 from hub.wire import DASHBOARD, encode, frame
 
 log = logging.getLogger(__name__)
+
+# Readings per frame when held live readings are handed over.
+HELD_FRAME_READINGS = 5000
 
 # How often clients taken out for lagging are checked when no commit wakes
 # the live path (seconds).
@@ -145,13 +147,12 @@ class Live:
         frame_rate: float = 5000.0,
         hold_max: int = 100_000,
         lag_max: int = 50,
-        engine: Engine | None = None,
     ):
         self.sio = sio
         self.store = store
         self.replay = replay
         self.metrics = metrics
-        self.engine = engine or replay.engine
+        self.engine = replay.engine  # one view of python-engineio's queues
         self.tick = tick
         self.frame_rate = frame_rate
         self.hold_max = hold_max
@@ -427,3 +428,19 @@ class Live:
 
     async def _emit(self, event: str, data: object, sid: str) -> None:
         await self.sio.emit(event, data, to=sid, namespace=DASHBOARD)
+
+
+def chunks(bodies: list[tuple[bytes, int]], size: int) -> list[bytes]:
+    """Join frame bodies into runs of about `size` readings (frames stay whole)."""
+    joined: list[bytes] = []
+    run: list[bytes] = []
+    count = 0
+    for body, readings in bodies:
+        run.append(body)
+        count += readings
+        if count >= size:
+            joined.append(b",".join(run))
+            run, count = [], 0
+    if run:
+        joined.append(b",".join(run))
+    return joined

@@ -47,8 +47,6 @@ from hub.wire import DASHBOARD, encode, frame
 
 log = logging.getLogger(__name__)
 
-# Readings per frame when held live readings are handed over.
-HELD_FRAME_READINGS = 5000
 # Frames a client may have queued, unsent, before replay waits for it.
 MAX_QUEUED_FRAMES = 4
 # A client that takes nothing off its connection for this long loses its replay.
@@ -197,19 +195,3 @@ async def drained(engine: Engine, sid: str, seq: int) -> None:
         if time.monotonic() > deadline:
             raise ClientStalled(sid, seq)
         await asyncio.sleep(0.005)
-
-
-def chunks(bodies: list[tuple[bytes, int]], size: int) -> list[bytes]:
-    """Join frame bodies into runs of about `size` readings (frames stay whole)."""
-    chunks: list[bytes] = []
-    run: list[bytes] = []
-    count = 0
-    for body, readings in bodies:
-        run.append(body)
-        count += readings
-        if count >= size:
-            chunks.append(b",".join(run))
-            run, count = [], 0
-    if run:
-        chunks.append(b",".join(run))
-    return chunks

@@ -55,7 +55,7 @@ async def live_path(
     )
     replay = Replay(server, store, replay_settings, Metrics(), engine)  # type: ignore[arg-type]
     options = {"tick": 0.0, "frame_rate": 0.0, **options}
-    async with Live(server, store, replay, Metrics(), engine=engine, **options) as live:  # type: ignore[arg-type]
+    async with Live(server, store, replay, Metrics(), **options) as live:  # type: ignore[arg-type]
         yield live, server, engine
 
 
