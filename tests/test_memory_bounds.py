@@ -108,3 +108,37 @@ async def test_series_numbers_are_bounded() -> None:
         await numbers.resolve(db, [("gone", "temperature", "Cel")])
         numbers.rolled_back()
         assert len(numbers) == 100
+
+
+@pytest.mark.unit
+async def test_series_names_are_bounded_and_looked_up_again() -> None:
+    names = transaction.SeriesNames(kept=100)
+    async with aiosqlite.connect(":memory:") as db:
+        await db.executescript(
+            "CREATE TABLE series (id INTEGER PRIMARY KEY, device INTEGER, device_id TEXT,"
+            " metric TEXT, unit TEXT, UNIQUE (device_id, metric, unit));"
+        )
+        await db.executemany(
+            "INSERT INTO series(id, device, device_id, metric, unit) VALUES (?, 0, ?, 'temp', ?)",
+            [(n, f"d{n}", "Cel" if n % 2 else "") for n in range(1, 1001)],
+        )
+        queries = 0
+
+        async def fetch(sql: str, params: object) -> list[object]:
+            nonlocal queries
+            queries += 1
+            return list(await db.execute_fetchall(sql, params))  # type: ignore[arg-type]
+
+        for first in range(1, 1001, 50):
+            found = await names.of(range(first, first + 50), fetch)
+            assert found == {
+                n: (f"d{n}", "temp", "Cel" if n % 2 else None) for n in range(first, first + 50)
+            }
+        assert len(names) == 100
+        assert queries == 20
+        # the last ones are kept, the first ones were let go and are looked up again
+        assert (await names.of([1000, 999], fetch))[999] == ("d999", "temp", "Cel")
+        assert queries == 20
+        assert (await names.of([1, 1000], fetch))[1] == ("d1", "temp", "Cel")
+        assert queries == 21
+        assert len(names) == 100

@@ -176,6 +176,30 @@ async def test_duplicates_within_one_batch_keep_the_first(tmp_path: Path) -> Non
     await store.close()
 
 
+async def test_readings_after_gives_back_what_was_written(tmp_path: Path) -> None:
+    """Every field as written: devices, metrics, a metric in two units, no
+    unit, across a restart (the reader names series from its own cache)."""
+    path = tmp_path / "hub.db"
+    store = await opened(path)
+    batch = (
+        PendingReading("dev-1", "temperature", T0, 21.5, "Cel", None),
+        PendingReading("dev-1", "temperature", T0 + 1, 70.7, "[degF]", None),
+        PendingReading("dev-2", "count", T0 + 2, 3.0, None, 9),
+        PendingReading("dev-1", "temperature", T0 + 3, 0.1, "Cel", None),
+    )
+    try:
+        written = (await store.write(WriteBatch(readings=batch))).readings
+        assert await store.readings_after(0, store.head, None, 10) == list(written)
+    finally:
+        await store.close()
+    store = await opened(path)
+    try:
+        assert await store.readings_after(1, store.head, {"dev-2"}, 10) == [written[2]]
+        assert await store.readings_after(0, store.head, None, 10) == list(written)
+    finally:
+        await store.close()
+
+
 async def test_duplicates_are_found_in_every_statement_of_a_large_batch(tmp_path: Path) -> None:
     """2,500 readings go in as two 1,024-row statements and one JSON array:
     a repeat in each part is ignored, and what is stored keeps its order."""

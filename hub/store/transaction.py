@@ -24,7 +24,7 @@ from the ON CONFLICT clause.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from itertools import chain
 from typing import Any
 
@@ -62,6 +62,10 @@ SELECT_SERIES = (
     "JOIN series s ON s.device_id = j.value ->> 0 AND s.metric = j.value ->> 1 "
     "AND s.unit = j.value ->> 2"
 )
+SELECT_SERIES_NAMES = (
+    "SELECT s.id, s.device_id, s.metric, nullif(s.unit, '') FROM json_each(?) j "
+    "JOIN series s ON s.id = j.value"
+)
 UPSERT_LATEST = (
     "INSERT INTO metrics(device_id, metric, unit, ts, value) "
     "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 "
@@ -95,6 +99,7 @@ UPSERT_PRESENCE = (
 
 SeriesKey = tuple[str, str, str]  # device_id, metric, unit ('' for none)
 SeriesIds = tuple[int, int]  # devices.id, series.id
+SeriesNamed = tuple[str, str, str | None]  # device_id, metric, unit (None for none)
 
 
 class SeriesNumbers:
@@ -143,6 +148,43 @@ class SeriesNumbers:
     def rolled_back(self) -> None:
         """The transaction rolled back: the series it created are gone again."""
         self._new.clear()
+
+
+class SeriesNames:
+    """The names of the series (device id, metric, unit) a reader met
+    lately, by number. A series is never renamed or deleted, and a reader
+    meets only committed ones, so what is kept stays true."""
+
+    def __init__(self, kept: int = SERIES_KEPT):
+        self.kept = kept
+        self._known: OrderedDict[int, SeriesNamed] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    async def of(
+        self,
+        numbers: Iterable[int],
+        fetch: Callable[[str, Any], Awaitable[list[Any]]],
+    ) -> dict[int, SeriesNamed]:
+        """The names of the series `numbers`, looking up the ones not kept
+        with `fetch` (a query on the reader's connection)."""
+        found: dict[int, SeriesNamed] = {}
+        missing: list[int] = []
+        for number in numbers:
+            names = self._known.get(number)
+            if names is None:
+                missing.append(number)
+            else:
+                self._known.move_to_end(number)
+                found[number] = names
+        if missing:
+            rows = await fetch(SELECT_SERIES_NAMES, (orjson.dumps(missing),))
+            for number, device_id, metric, unit in rows:
+                found[number] = self._known[number] = (device_id, metric, unit)
+            while len(self._known) > self.kept:
+                self._known.popitem(last=False)
+        return found
 
 
 async def write(
