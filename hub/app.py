@@ -79,7 +79,7 @@ class Hub:
         self._started = True
         log.info(
             "hub started: store %s epoch %s head %d",
-            self.settings.storage.path,
+            self.store.status().get("url") or self.settings.storage.path,
             self.store.epoch,
             self.store.head,
         )

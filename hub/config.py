@@ -68,6 +68,7 @@ class ServerSettings:
 @dataclass(frozen=True, slots=True)
 class StorageSettings:
     path: str = "data/hub.db"
+    url: str = ""  # postgresql://...: the store shared by a cluster's hubs
     synchronous: Literal["off", "normal", "full"] = "normal"
     batch_max: Positive = 2000
     commit_linger: Seconds = 0.0
@@ -299,6 +300,14 @@ def _check_consistency(settings: Settings) -> None:
         url.port  # noqa: B018 - parsing the port validates it
     except ValueError as exc:
         raise ConfigError("mqtt.url", settings.mqtt.url, "bad port") from exc
+    if settings.storage.url:
+        store = urlsplit(settings.storage.url)
+        if store.scheme not in ("postgresql", "postgres") or not store.path.strip("/"):
+            raise ConfigError(
+                "storage.url",
+                settings.storage.url,
+                "must look like postgresql://user:pass@host:5432/database",
+            )
     prefix = settings.mqtt.topic_prefix
     if not prefix or any(c in prefix for c in "+#") or prefix.startswith("/"):
         raise ConfigError("mqtt.topic_prefix", prefix, "must be a plain topic without + # or /")

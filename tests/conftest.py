@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from hub.config import Settings
+from tests import postgres
 from tests.brokers import Mosquitto, free_port
 from tests.hubs import hub_settings
 
@@ -51,3 +52,14 @@ def _no_thread_left_behind() -> Iterator[None]:
         thread.join(timeout=2)  # a closed connection's thread may take a moment to end
     alive = [t.name for t in stray if t.is_alive()]
     assert not alive, f"threads left running: {alive}"
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """The URL of a database that does not exist yet (the store creates it),
+    dropped after the test."""
+    name = postgres.new_name()
+    try:
+        yield postgres.database_url(name)
+    finally:
+        await postgres.drop(name)

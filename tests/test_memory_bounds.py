@@ -7,8 +7,10 @@ from __future__ import annotations
 import sqlite3
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
+import orjson
 import pytest
 
 from hub.limits import MAX_TRACKED, RateLimiter
@@ -124,10 +126,12 @@ async def test_series_names_are_bounded_and_looked_up_again() -> None:
         )
         queries = 0
 
-        async def fetch(sql: str, params: object) -> list[object]:
+        async def fetch(numbers: list[int]) -> list[Any]:
             nonlocal queries
             queries += 1
-            return list(await db.execute_fetchall(sql, params))  # type: ignore[arg-type]
+            return list(
+                await db.execute_fetchall(transaction.SELECT_SERIES_NAMES, (orjson.dumps(numbers),))
+            )
 
         for first in range(1, 1001, 50):
             found = await names.of(range(first, first + 50), fetch)

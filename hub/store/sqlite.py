@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from hub.errors import StoreError
 from hub.models import (
@@ -330,13 +331,11 @@ class SqliteStore:
             "ORDER BY r.seq LIMIT ?",
             (*params, limit),
         )
-        names = await self._names.of({series for _, series, _, _ in rows}, self._fetch)
-        readings = []
-        make = Reading._make  # from one tuple: half the time of Reading(...)'s six arguments
-        for number, series, ts, value in rows:
-            device_id, metric, unit = names[series]
-            readings.append(make((number, device_id, metric, ts, value, unit)))
-        return readings
+        names = await self._names.of({series for _, series, _, _ in rows}, self._series_names)
+        return transaction.named(rows, names)
+
+    async def _series_names(self, numbers: list[int]) -> list[Any]:
+        return await self._fetch(transaction.SELECT_SERIES_NAMES, (orjson.dumps(numbers),))
 
     async def count_after(
         self, seq: int, upto: int, device_ids: Collection[str] | None, limit: int

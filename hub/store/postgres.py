@@ -1,0 +1,765 @@
+"""The PostgreSQL store (`storage.url`): one database shared by every hub of
+a cluster, through asyncpg.
+
+What it keeps and how it reads match the SQLite store (`hub.store.sqlite`);
+what differs is that several hubs write:
+
+- **One ordered log.** Each write transaction takes its block of seqs from
+  the one-row `log_head` table after everything else that does not need a
+  seq, and holds that row's lock until COMMIT: writers commit in seq order,
+  so a reader never sees a seq before a smaller one that will still commit
+  (`hub.store.postgres_schema`). A transaction that rolls back leaves no
+  hole: its block was never committed either.
+- **Following it.** A commit sends `NOTIFY hub_log`. Each hub LISTENs on a
+  connection of its own and, when woken (or every `FOLLOW_POLL` seconds, in
+  case a notification was lost with its connection), reads what was
+  committed after its position up to `log_head`, in one snapshot, and hands
+  it to its `Feed` in seq order: its own commits the same way as everyone
+  else's. So every hub's dashboards get every reading once, in seq order.
+- **Device state.** Dedup by (device, device seq, series) is the unique
+  index `samples_dedup`, whichever hub stores first. Latest values and
+  attributes keep the newest timestamp (`WHERE excluded.ts >= ...`), as a
+  device's messages may reach the hubs out of order. Rows that several hubs
+  may lock (devices, series, latest values) are written in key order, so two
+  writers never wait on each other in a cycle.
+
+Connections come from two pools (writes; reads and the log) and a listener;
+a pool replaces a connection that broke, so when PostgreSQL restarts the
+writer's retries (`hub.writer`) succeed once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from hub.errors import StoreError
+from hub.models import (
+    Attribute,
+    Bucket,
+    CommandRecord,
+    DeviceRecord,
+    MetricSummary,
+    PendingReading,
+    PresenceChange,
+    Reading,
+    Rejection,
+    RejectReason,
+    Source,
+    WriteBatch,
+    WriteOutcome,
+)
+from hub.store.feed import Committed, Feed, Follower
+from hub.store.postgres_schema import MIGRATIONS
+from hub.store.transaction import REJECTIONS_KEPT, SERIES_KEPT, SeriesNames, named
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "hub_log"  # NOTIFY after every commit that took seqs
+FOLLOW_POLL = 1.0  # seconds between two reads of the log when no notification came
+FOLLOW_SPAN = 20_000  # seqs read from the log at most per query
+FOLLOW_RETRY_MAX = 5.0  # seconds between attempts to follow while the database is away
+PRESENCE_LOG_KEPT = 1_000_000  # seqs of presence changes kept behind the head
+COMMAND_TIMEOUT = 30.0  # seconds a statement may take before the operation fails
+MIGRATION_LOCK = 7_171_717  # advisory lock key: one hub migrates at a time
+DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+SeriesKey = tuple[str, str, str]  # device_id, metric, unit ('' for none)
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    # a connection of its own, or one lent by a pool
+    Db: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+
+
+class PostgresStore:
+    """`hub.store.base.Store` on PostgreSQL, for one hub of a cluster."""
+
+    def __init__(self, url: str, *, pool_size: int = 4):
+        self.url = url
+        self.pool_size = pool_size
+        self._writes: asyncpg.Pool | None = None
+        self._reads: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._following: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._writing = asyncio.Lock()
+        self._epoch = ""
+        self._committed = 0  # the head after this hub's last commit
+        self._purged_through = 0
+        self._failing: str | None = None
+        # Series numbers this hub met, once committed; others are looked up.
+        self._series: dict[SeriesKey, tuple[int, int]] = {}
+        self._names = SeriesNames()
+        self.feed = Feed()
+
+    # -- lifetime -----------------------------------------------------------
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    @property
+    def head(self) -> int:
+        """The highest seq this hub knows committed: its own last commit, or
+        what it followed of everyone's."""
+        return max(self._committed, self.feed.head)
+
+    @property
+    def purged_through(self) -> int:
+        return self._purged_through
+
+    @property
+    def failing(self) -> str | None:
+        return self._failing
+
+    def status(self) -> dict[str, object]:
+        return {"url": redacted(self.url), "following": self.feed.head, "failing": self._failing}
+
+    async def open(self) -> None:
+        try:
+            await create_database(self.url)
+            self._writes = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=2, command_timeout=COMMAND_TIMEOUT
+            )
+            self._reads = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=self.pool_size, command_timeout=COMMAND_TIMEOUT
+            )
+            async with self._writes.acquire() as connection:
+                await migrate(connection)
+                self._epoch = await connection.fetchval(
+                    "SELECT value FROM meta WHERE key = 'epoch'"
+                )
+                head = await connection.fetchval("SELECT head FROM log_head")
+                purged = await connection.fetchval(
+                    "SELECT value FROM meta WHERE key = 'purged_through'"
+                )
+            self._committed = int(head)
+            self._purged_through = int(purged or 0)
+            self.feed = Feed(self._committed)
+            await self._listen()
+        except DOWN as exc:
+            await self.close()
+            raise StoreError("open", f"{redacted(self.url)}: {exc}") from exc
+        except BaseException:
+            await self.close()
+            raise
+        self._following = asyncio.create_task(self._follow_log(), name="postgres-log")
+
+    async def close(self) -> None:
+        if self._following is not None:
+            self._following.cancel()
+            await asyncio.gather(self._following, return_exceptions=True)
+            self._following = None
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            if not listener.is_closed():
+                await listener.close()
+        for name in ("_reads", "_writes"):
+            pool = getattr(self, name)
+            if pool is not None:
+                setattr(self, name, None)
+                await pool.close()
+
+    async def _listen(self) -> None:
+        self._listener = await asyncpg.connect(self.url)
+        await self._listener.add_listener(CHANNEL, self._notified)
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    # -- writing ------------------------------------------------------------
+
+    async def write(self, batch: WriteBatch) -> WriteOutcome:
+        new: dict[SeriesKey, tuple[int, int]] = {}
+        async with self._writing:
+            try:
+                async with (
+                    self._pool("_writes").acquire() as connection,
+                    connection.transaction(),
+                ):
+                    outcome, head = await self._transaction(connection, batch, new)
+            except DOWN as exc:
+                self._failing = str(exc) or type(exc).__name__
+                raise StoreError("write", self._failing) from exc
+            self._failing = None
+            self._committed = max(self._committed, head)
+            self._series.update(new)
+            while len(self._series) > SERIES_KEPT:
+                del self._series[next(iter(self._series))]
+        return outcome
+
+    async def _transaction(
+        self,
+        db: Db,
+        batch: WriteBatch,
+        new: dict[SeriesKey, tuple[int, int]],
+    ) -> tuple[WriteOutcome, int]:
+        await upsert_devices(db, batch)
+        keys = {(p.device_id, p.metric, p.unit or "") for p in batch.readings}
+        numbers = await self._resolve(db, keys, new)
+        await upsert_latest(db, batch.readings, batch.attributes)
+        await insert_rejections(db, batch.rejections)
+        # From here to COMMIT this transaction holds the allocator's row.
+        taken = len(batch.readings) + len(batch.presence)
+        if not taken:
+            return WriteOutcome((), ()), 0
+        head = int(await db.fetchval("UPDATE log_head SET head = head + $1 RETURNING head", taken))
+        first = head - taken + 1
+        outcome = await insert_readings(db, batch.readings, numbers, first)
+        if batch.presence:
+            seqs = range(first + len(batch.readings), head + 1)
+            await db.execute(
+                "INSERT INTO presence_log(seq, device_id, online, last_seen) "
+                "SELECT * FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::bigint[])",
+                list(seqs),
+                [p.device_id for p in batch.presence],
+                [p.online for p in batch.presence],
+                [p.last_seen for p in batch.presence],
+            )
+            await db.execute("DELETE FROM presence_log WHERE seq <= $1", head - PRESENCE_LOG_KEPT)
+        await db.execute("SELECT pg_notify($1, $2)", CHANNEL, str(head))
+        return outcome, head
+
+    async def _resolve(
+        self,
+        db: Db,
+        keys: set[SeriesKey],
+        new: dict[SeriesKey, tuple[int, int]],
+    ) -> dict[SeriesKey, tuple[int, int]]:
+        """(devices.id, series.id) of each key, creating the missing series.
+        A series another hub creates at the same time is found by the
+        SELECT, a statement of its own and so a snapshot of its own."""
+        found = {key: self._series[key] for key in keys if key in self._series}
+        missing = sorted(keys - found.keys())
+        if missing:
+            columns = [list(column) for column in zip(*missing, strict=True)]
+            await db.execute(
+                "INSERT INTO series(device, device_id, metric, unit) "
+                "SELECT d.id, k.device_id, k.metric, k.unit "
+                "FROM unnest($1::text[], $2::text[], $3::text[]) AS k(device_id, metric, unit) "
+                "JOIN devices d USING (device_id) ORDER BY 2, 3, 4 ON CONFLICT DO NOTHING",
+                *columns,
+            )
+            rows = await db.fetch(
+                "SELECT s.device_id, s.metric, s.unit, s.device, s.id FROM series s "
+                "JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(device_id, metric, unit) "
+                "USING (device_id, metric, unit)",
+                *columns,
+            )
+            for device_id, metric, unit, device, series in rows:
+                found[(device_id, metric, unit)] = new[(device_id, metric, unit)] = (device, series)
+        return found
+
+    async def record_command(self, record: CommandRecord) -> None:
+        try:
+            await self._pool("_writes").execute(
+                "INSERT INTO commands(id, device_id, name, args, link, sent_ms, done_ms, "
+                "outcome, reply) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+                "ON CONFLICT (id) DO UPDATE SET device_id = excluded.device_id, "
+                "name = excluded.name, args = excluded.args, link = excluded.link, "
+                "sent_ms = excluded.sent_ms, done_ms = excluded.done_ms, "
+                "outcome = excluded.outcome, reply = excluded.reply",
+                record.id,
+                record.device_id,
+                record.name,
+                record.args,
+                record.link,
+                record.sent_ms,
+                record.done_ms,
+                record.outcome,
+                record.reply,
+            )
+        except DOWN as exc:
+            raise StoreError("record command", str(exc)) from exc
+
+    async def purge(self, before_ts: int, limit: int) -> int:
+        """Delete the oldest readings, in seq order, while their ts is before
+        `before_ts`, at most `limit`. Hubs purging at once delete the same
+        prefix; `purged_through` only grows."""
+        try:
+            rows = await self._fetch(
+                "SELECT seq, ts FROM samples WHERE seq > $1 ORDER BY seq LIMIT $2",
+                self._purged_through,
+                limit,
+            )
+            last = self._purged_through
+            for seq, ts in rows:
+                if ts >= before_ts:
+                    break
+                last = seq
+            if last == self._purged_through:
+                return 0
+            async with (
+                self._pool("_writes").acquire() as connection,
+                connection.transaction(),
+            ):
+                status = await connection.execute("DELETE FROM samples WHERE seq <= $1", last)
+                await connection.execute(
+                    "INSERT INTO meta(key, value) VALUES ('purged_through', $1) "
+                    "ON CONFLICT (key) DO UPDATE SET value = "
+                    "greatest(meta.value::bigint, excluded.value::bigint)::text",
+                    str(last),
+                )
+        except DOWN as exc:
+            raise StoreError("purge", str(exc)) from exc
+        self._purged_through = max(self._purged_through, last)
+        return int(status.split()[-1])
+
+    # -- following the log ----------------------------------------------------
+
+    def follow(self, after: int) -> Follower:
+        return self.feed.follow(after, self._read_back)
+
+    async def _read_back(self, after: int, upto: int, limit: int) -> list[Reading]:
+        return await self.readings_after(after, upto, None, limit)
+
+    async def _follow_log(self) -> None:
+        """Hand everything committed, by any hub, to the feed, in seq order."""
+        attempt = 0
+        while True:
+            self._wake.clear()
+            try:
+                if self._listener is None or self._listener.is_closed():
+                    await self._listen()
+                await self._catch_up()
+                attempt = 0
+            except DOWN as exc:
+                attempt += 1
+                log.warning("following the PostgreSQL log: %s (attempt %d)", exc, attempt)
+                await asyncio.sleep(min(FOLLOW_RETRY_MAX, 0.1 * 2**attempt))
+                continue
+            # asyncio.timeout, not wait_for: on Python 3.11 a wait_for
+            # cancelled as its timeout fires can swallow the cancellation,
+            # and close() would wait for this task forever
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FOLLOW_POLL):
+                    await self._wake.wait()
+
+    async def _catch_up(self) -> None:
+        """What was committed after the feed's head, in one snapshot."""
+        async with (
+            self._pool("_reads").acquire() as connection,
+            connection.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            [(head, purged)] = await connection.fetch(
+                "SELECT head, (SELECT value FROM meta WHERE key = 'purged_through') FROM log_head"
+            )
+            self._purged_through = max(self._purged_through, int(purged or 0))
+            position = self.feed.head
+            while position < head:
+                upto = min(head, position + FOLLOW_SPAN)
+                rows = await connection.fetch(
+                    "SELECT seq, series, ts, value FROM samples "
+                    "WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+                    position,
+                    upto,
+                )
+                readings = await self._named(connection, rows)
+                presence = await connection.fetch(
+                    "SELECT device_id, online, last_seen FROM presence_log "
+                    "WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+                    position,
+                    upto,
+                )
+                self.feed.committed(
+                    Committed(
+                        position,
+                        upto,
+                        tuple(readings),
+                        tuple(PresenceChange(d, o, t) for d, o, t in presence),
+                    )
+                )
+                position = upto
+
+    async def _named(self, connection: Db, rows: Sequence[Any]) -> list[Reading]:
+        async def look_up(numbers: list[int]) -> list[Any]:
+            return list(
+                await connection.fetch(
+                    "SELECT id, device_id, metric, nullif(unit, '') FROM series "
+                    "WHERE id = ANY($1::int[])",
+                    numbers,
+                )
+            )
+
+        names = await self._names.of({row[1] for row in rows}, look_up)
+        return named(rows, names)
+
+    # -- reading ------------------------------------------------------------
+
+    async def readings_after(
+        self, seq: int, upto: int, device_ids: Collection[str] | None, limit: int
+    ) -> list[Reading]:
+        where, params = _seq_range(seq, upto, device_ids)
+        try:
+            async with self._pool("_reads").acquire() as connection:
+                rows = await connection.fetch(
+                    f"SELECT seq, series, ts, value FROM samples WHERE {where} "
+                    f"ORDER BY seq LIMIT ${len(params) + 1}",
+                    *params,
+                    limit,
+                )
+                return await self._named(connection, rows)
+        except DOWN as exc:
+            raise StoreError("query", str(exc)) from exc
+
+    async def count_after(
+        self, seq: int, upto: int, device_ids: Collection[str] | None, limit: int
+    ) -> int:
+        where, params = _seq_range(seq, upto, device_ids)
+        rows = await self._fetch(
+            f"SELECT count(*) FROM (SELECT 1 FROM samples WHERE {where} "
+            f"LIMIT ${len(params) + 1}) AS found",
+            *params,
+            limit,
+        )
+        return int(rows[0][0])
+
+    async def readings(
+        self, device_id: str, metric: str, start: int | None, end: int | None, limit: int
+    ) -> list[Reading]:
+        lower = start if start is not None else -(2**62)
+        upper = end if end is not None else 2**62
+        order = "ASC" if start is not None else "DESC"
+        found: list[Reading] = []
+        for series, unit in await self._series_of(device_id, metric):
+            rows = await self._fetch(
+                "SELECT seq, ts, value FROM samples WHERE series = $1 AND ts BETWEEN $2 AND $3 "
+                f"ORDER BY ts {order}, seq {order} LIMIT $4",
+                series,
+                lower,
+                upper,
+                limit,
+            )
+            found += [Reading(seq, device_id, metric, ts, value, unit) for seq, ts, value in rows]
+        found.sort(key=lambda r: (r.ts, r.seq), reverse=start is None)
+        readings = found[:limit]
+        return readings if start is not None else readings[::-1]
+
+    async def buckets(
+        self,
+        device_id: str,
+        metric: str,
+        start: int | None,
+        end: int | None,
+        bucket_ms: int,
+        limit: int,
+        through: int | None = None,
+    ) -> list[Bucket]:
+        lower = start if start is not None else -(2**62)
+        upper = end if end is not None else 2**62
+        order = "ASC" if start is not None else "DESC"
+        series = [number for number, _ in await self._series_of(device_id, metric)]
+        if not series:
+            return []
+        rows = await self._fetch(
+            "SELECT (ts / $1) * $1 AS bucket, min(value), max(value), avg(value), count(*) "
+            "FROM samples WHERE series = ANY($2::int[]) AND ts BETWEEN $3 AND $4 "
+            f"AND seq <= $5 GROUP BY bucket ORDER BY bucket {order} LIMIT $6",
+            bucket_ms,
+            series,
+            lower,
+            upper,
+            2**62 if through is None else through,
+            limit,
+        )
+        buckets = [Bucket(int(b), mn, mx, mean, int(n)) for b, mn, mx, mean, n in rows]
+        return buckets if start is not None else buckets[::-1]
+
+    async def _series_of(self, device_id: str, metric: str) -> list[tuple[int, str | None]]:
+        rows = await self._fetch(
+            "SELECT id, nullif(unit, '') FROM series WHERE device_id = $1 AND metric = $2",
+            device_id,
+            metric,
+        )
+        return [(int(number), unit) for number, unit in rows]
+
+    async def metric_unit(self, device_id: str, metric: str) -> str | None:
+        rows = await self._fetch(
+            "SELECT unit FROM metrics WHERE device_id = $1 AND metric = $2", device_id, metric
+        )
+        return rows[0][0] if rows else None
+
+    async def devices(self) -> list[DeviceRecord]:
+        devices = await self._fetch(
+            "SELECT device_id, first_seen, last_seen, online FROM devices ORDER BY device_id"
+        )
+        metrics: dict[str, list[MetricSummary]] = {}
+        for device_id, metric, unit, ts, value in await self._fetch(
+            "SELECT device_id, metric, unit, ts, value FROM metrics ORDER BY device_id, metric"
+        ):
+            metrics.setdefault(device_id, []).append(MetricSummary(metric, unit, ts, value))
+        attributes: dict[str, list[Attribute]] = {}
+        for device_id, name, value, ts in await self._fetch(
+            "SELECT device_id, name, value, ts FROM attributes ORDER BY device_id, name"
+        ):
+            attributes.setdefault(device_id, []).append(Attribute(device_id, name, value, ts))
+        return [
+            DeviceRecord(
+                device_id,
+                first_seen,
+                last_seen,
+                bool(online),
+                tuple(metrics.get(device_id, ())),
+                tuple(attributes.get(device_id, ())),
+            )
+            for device_id, first_seen, last_seen, online in devices
+        ]
+
+    async def rejections(self, limit: int) -> list[Rejection]:
+        rows = await self._fetch(
+            "SELECT source, device_id, reason, detail, received_ms, excerpt FROM rejections "
+            "ORDER BY id DESC LIMIT $1",
+            limit,
+        )
+        return [
+            Rejection(Source(s), d, RejectReason(r), detail, t, excerpt)
+            for s, d, r, detail, t, excerpt in rows
+        ]
+
+    async def rejection_counts(self) -> dict[str, int]:
+        rows = await self._fetch("SELECT reason, count(*) FROM rejections GROUP BY reason")
+        return {reason: int(count) for reason, count in rows}
+
+    async def commands(self, device_id: str | None, limit: int) -> list[CommandRecord]:
+        if device_id:
+            rows = await self._fetch(
+                "SELECT id, device_id, name, args, link, sent_ms, done_ms, outcome, reply "
+                "FROM commands WHERE device_id = $1 ORDER BY sent_ms DESC LIMIT $2",
+                device_id,
+                limit,
+            )
+        else:
+            rows = await self._fetch(
+                "SELECT id, device_id, name, args, link, sent_ms, done_ms, outcome, reply "
+                "FROM commands ORDER BY sent_ms DESC LIMIT $1",
+                limit,
+            )
+        return [CommandRecord(*row) for row in rows]
+
+    # -- connections ----------------------------------------------------------
+
+    def _pool(self, name: str) -> asyncpg.Pool:
+        pool: asyncpg.Pool | None = getattr(self, name)
+        if pool is None:
+            raise StoreError("use", "the store is not open")
+        return pool
+
+    async def _fetch(self, sql: str, *params: Any) -> list[Any]:
+        try:
+            return list(await self._pool("_reads").fetch(sql, *params))
+        except DOWN as exc:
+            raise StoreError("query", str(exc)) from exc
+
+
+# -- the write transaction's steps ----------------------------------------------
+
+
+async def upsert_devices(db: Db, batch: WriteBatch) -> None:
+    """Devices heard from, their presence, and a row for every device a
+    reading names; in device id order (see the module's docstring)."""
+    if batch.seen:
+        seen = sorted(batch.seen.items())
+        await db.execute(
+            "INSERT INTO devices(device_id, first_seen, last_seen) "
+            "SELECT d, t, t FROM unnest($1::text[], $2::bigint[]) AS k(d, t) "
+            "ON CONFLICT (device_id) DO UPDATE SET "
+            "last_seen = greatest(devices.last_seen, excluded.last_seen)",
+            [d for d, _ in seen],
+            [t for _, t in seen],
+        )
+    unseen: dict[str, int] = {}
+    for p in batch.readings:
+        if p.device_id not in batch.seen and p.device_id not in unseen:
+            unseen[p.device_id] = p.ts
+    if unseen:
+        ordered = sorted(unseen.items())
+        await db.execute(
+            "INSERT INTO devices(device_id, first_seen, last_seen) "
+            "SELECT d, t, t FROM unnest($1::text[], $2::bigint[]) AS k(d, t) "
+            "ON CONFLICT (device_id) DO NOTHING",
+            [d for d, _ in ordered],
+            [t for _, t in ordered],
+        )
+    if batch.presence:
+        # the last change of each device within the batch is where it ends
+        last = {p.device_id: p for p in batch.presence}
+        changes = [last[d] for d in sorted(last)]
+        await db.execute(
+            "INSERT INTO devices(device_id, first_seen, last_seen, online) "
+            "SELECT d, t, t, o FROM unnest($1::text[], $2::bigint[], $3::boolean[]) AS k(d, t, o) "
+            "ON CONFLICT (device_id) DO UPDATE SET online = excluded.online, "
+            "last_seen = greatest(devices.last_seen, excluded.last_seen)",
+            [p.device_id for p in changes],
+            [p.last_seen for p in changes],
+            [p.online for p in changes],
+        )
+
+
+async def upsert_latest(
+    db: Db,
+    readings: Sequence[PendingReading],
+    attributes: Sequence[Attribute],
+) -> None:
+    """The newest value of each metric and attribute, by timestamp: another
+    hub may hold a device's newer message. A repeated reading changes
+    nothing (its timestamp is not newer), so this runs before the seqs are
+    taken."""
+    latest: dict[tuple[str, str], PendingReading] = {}
+    for reading in readings:
+        key = (reading.device_id, reading.metric)
+        if key not in latest or reading.ts >= latest[key].ts:
+            latest[key] = reading
+    if latest:
+        rows = [latest[key] for key in sorted(latest)]
+        await db.execute(
+            "INSERT INTO metrics(device_id, metric, unit, ts, value) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], "
+            "$5::float8[]) "
+            "ON CONFLICT (device_id, metric) DO UPDATE SET unit = excluded.unit, "
+            "ts = excluded.ts, value = excluded.value WHERE excluded.ts >= metrics.ts",
+            [r.device_id for r in rows],
+            [r.metric for r in rows],
+            [r.unit for r in rows],
+            [r.ts for r in rows],
+            [r.value for r in rows],
+        )
+    if attributes:
+        newest: dict[tuple[str, str], Attribute] = {}
+        for attribute in attributes:
+            key = (attribute.device_id, attribute.name)
+            if key not in newest or attribute.ts >= newest[key].ts:
+                newest[key] = attribute
+        named_rows = [newest[key] for key in sorted(newest)]
+        await db.execute(
+            "INSERT INTO attributes(device_id, name, value, ts) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) "
+            "ON CONFLICT (device_id, name) DO UPDATE SET value = excluded.value, "
+            "ts = excluded.ts WHERE excluded.ts >= attributes.ts",
+            [a.device_id for a in named_rows],
+            [a.name for a in named_rows],
+            [a.value for a in named_rows],
+            [a.ts for a in named_rows],
+        )
+
+
+async def insert_rejections(db: Db, rejections: Sequence[Rejection]) -> None:
+    if not rejections:
+        return
+    await db.executemany(
+        "INSERT INTO rejections(received_ms, source, device_id, reason, detail, excerpt) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        [
+            (r.received_ms, str(r.source), r.device_id, str(r.reason), r.detail, r.excerpt)
+            for r in rejections
+        ],
+    )
+    await db.execute(
+        "DELETE FROM rejections WHERE id <= (SELECT max(id) FROM rejections) - $1",
+        REJECTIONS_KEPT,
+    )
+
+
+async def insert_readings(
+    db: Db,
+    pending: Sequence[PendingReading],
+    numbers: dict[SeriesKey, tuple[int, int]],
+    first: int,
+) -> WriteOutcome:
+    """Insert with seqs from `first`; a repeat of a stored (device, device
+    seq, series) is skipped and its seq stays unused."""
+    if not pending:
+        return WriteOutcome((), ())
+    ids = [numbers[(p.device_id, p.metric, p.unit or "")] for p in pending]
+    stored = await db.fetch(
+        "INSERT INTO samples(seq, device, series, ts, value, device_seq) "
+        "SELECT * FROM unnest($1::bigint[], $2::int[], $3::int[], $4::bigint[], "
+        "$5::float8[], $6::bigint[]) ON CONFLICT DO NOTHING RETURNING seq",
+        list(range(first, first + len(pending))),
+        [device for device, _ in ids],
+        [series for _, series in ids],
+        [p.ts for p in pending],
+        [p.value for p in pending],
+        [p.device_seq for p in pending],
+    )
+    kept = {row[0] for row in stored}
+    readings = tuple(
+        Reading(seq, p.device_id, p.metric, p.ts, p.value, p.unit)
+        for seq, p in enumerate(pending, start=first)
+        if seq in kept
+    )
+    return WriteOutcome(readings, tuple(seq in kept for seq in range(first, first + len(pending))))
+
+
+# -- the database -----------------------------------------------------------------
+
+
+async def create_database(url: str) -> None:
+    """Create the database `url` names if it does not exist (its owner's
+    default database, `postgres`, must be reachable)."""
+    try:
+        connection = await asyncpg.connect(url)
+    except asyncpg.InvalidCatalogNameError:
+        parts = urlsplit(url)
+        name = parts.path.lstrip("/")
+        server = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+        try:
+            await server.execute(f'CREATE DATABASE "{name.replace(chr(34), chr(34) * 2)}"')
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            pass  # another hub created it meanwhile (the second, when at the same moment)
+        finally:
+            await server.close()
+        log.info("created PostgreSQL database %s", name)
+        return
+    await connection.close()
+
+
+async def migrate(db: Db) -> None:
+    """Run the migrations not yet run, one hub at a time, and name the epoch."""
+    async with db.transaction():
+        await db.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        version = 0
+        if await db.fetchval("SELECT to_regclass('meta') IS NOT NULL"):
+            version = int(await db.fetchval("SELECT value FROM meta WHERE key = 'schema'") or 0)
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                "open", f"schema version {version} is newer than this hub ({len(MIGRATIONS)})"
+            )
+        for script in MIGRATIONS[version:]:
+            await db.execute(script)
+        await db.execute(
+            "INSERT INTO meta(key, value) VALUES ('schema', $1) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            str(len(MIGRATIONS)),
+        )
+        await db.execute(
+            "INSERT INTO meta(key, value) VALUES ('epoch', $1) ON CONFLICT (key) DO NOTHING",
+            secrets.token_hex(8),
+        )
+
+
+def redacted(url: str) -> str:
+    """`url` without its password, for logs and /readyz."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _seq_range(seq: int, upto: int, device_ids: Collection[str] | None) -> tuple[str, list[Any]]:
+    if device_ids is None:
+        return "seq > $1 AND seq <= $2", [seq, upto]
+    return (
+        "seq > $1 AND seq <= $2 AND device IN "
+        "(SELECT id FROM devices WHERE device_id = ANY($3::text[]))",
+        [seq, upto, list(device_ids)],
+    )
