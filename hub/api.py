@@ -95,6 +95,7 @@ def api(
         ready = bool(store.epoch) and not status["writer"]["failing"]
         body = {
             "ready": ready,
+            "node": info["node"],
             "store": {"epoch": store.epoch, "head": store.head, **store.status()},
             "ingest": status,
         }

@@ -25,7 +25,7 @@ from hub import __version__
 from hub.admin import AdminNamespace
 from hub.api import api
 from hub.auth import Authenticator
-from hub.commands import Commands
+from hub.commands import Bus, Commands
 from hub.config import Settings
 from hub.cors import allow_origins
 from hub.dashboard import DashboardNamespace
@@ -78,7 +78,8 @@ class Hub:
             await stack.enter_async_context(self.mqtt)
         self._started = True
         log.info(
-            "hub started: store %s epoch %s head %d",
+            "hub %sstarted: store %s epoch %s head %d",
+            f"{self.settings.cluster.node_id} " if self.settings.cluster.node_id else "",
             self.store.status().get("url") or self.settings.storage.path,
             self.store.epoch,
             self.store.head,
@@ -110,7 +111,7 @@ class Hub:
 
 
 def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
-    metrics = Metrics()
+    metrics = Metrics(node=settings.cluster.node_id)
     rules = Rules.from_settings(settings.normalize)
     auth = Authenticator(settings.auth, settings.devices)
     store = open_store(settings.storage)
@@ -161,6 +162,7 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         settings.commands,
         topic_prefix=settings.mqtt.topic_prefix,
         offline_after=settings.presence.offline_after,
+        bus=store if isinstance(store, Bus) else None,
     )
     commands.socket_of = devices.sid_of
     metrics.gauge("hub_commands_in_flight", lambda: float(commands.in_flight))
@@ -176,6 +178,7 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
     hub = Hub(settings, sio, quart, None, store, presence, live, writer, mqtt, metrics)
     info = {
         "version": __version__,
+        "node": settings.cluster.node_id,
         "transports": list(server.transports),
         "stale_after_ms": round(settings.dashboard.stale_after * 1000),
         "offline_after_ms": round(settings.presence.offline_after * 1000),

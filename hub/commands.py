@@ -8,6 +8,15 @@ reply is matched to the command by its `id` and must come from the same
 device. A device reachable neither way is `offline` (or, with `commands.ttl`,
 the command waits that long for it to come online). Every command and how it
 ended is recorded in the store.
+
+In a cluster (`storage.url`) a device may be connected by Socket.IO to
+another hub than the admin's. The command then goes to every hub over
+PostgreSQL NOTIFY (`Bus`, channel `hub_commands`); the hub that holds the
+device's connection says so at once (`taken`), delivers it, and sends the
+reply back the same way (`hub_replies`). No hub taking it within
+`TAKE_WITHIN` means no hub holds the device: `offline`. The admin's hub
+records the command. MQTT devices need no relay: every hub can publish to
+them, and their replies (not a shared subscription) reach every hub.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 import socketio
@@ -33,6 +42,29 @@ log = logging.getLogger(__name__)
 
 DEVICES = "/devices"
 MAX_REPLY_BYTES = 65536
+COMMANDS_CHANNEL = "hub_commands"  # a command for a device on another hub
+REPLIES_CHANNEL = "hub_replies"  # `taken`, then the device's reply
+TAKE_WITHIN = 1.0  # seconds for the hub holding the device to take a relayed command
+RELAY_MAX = 7900  # bytes of a relayed message (PostgreSQL NOTIFY's payload limit)
+
+
+@runtime_checkable
+class Bus(Protocol):
+    """Notifications between the hubs of a cluster (the PostgreSQL store)."""
+
+    def on_notification(self, channel: str, callback: Callable[[str], None]) -> None: ...
+
+    async def notify(self, channel: str, payload: str) -> None: ...
+
+
+class Relayed:
+    """A command this hub sent to the others, until its reply comes."""
+
+    def __init__(self) -> None:
+        self.taken = asyncio.Event()
+        self.reply: asyncio.Future[tuple[dict[str, Any], str]] = (
+            asyncio.get_running_loop().create_future()
+        )
 
 
 class Commands:
@@ -46,6 +78,7 @@ class Commands:
         *,
         topic_prefix: str,
         offline_after: float,
+        bus: Bus | None = None,
     ) -> None:
         self.sio = sio
         self.store = store
@@ -60,6 +93,12 @@ class Commands:
         self.heard_over_mqtt: Callable[[str, float], bool] = lambda device_id, within: False
         self._pending: dict[str, tuple[str, asyncio.Future[Any]]] = {}
         self.in_flight = 0  # commands sent and not yet ended (waiting for a link or a reply)
+        self.bus = bus
+        self._relayed: dict[str, Relayed] = {}
+        self._serving: set[asyncio.Task[None]] = set()
+        if bus is not None:
+            bus.on_notification(COMMANDS_CHANNEL, self._on_relayed_command)
+            bus.on_notification(REPLIES_CHANNEL, self._on_relayed_reply)
 
     def timeout_of(self, timeout_ms: Any) -> float:
         if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int | float):
@@ -81,9 +120,12 @@ class Commands:
                 link = await self._wait_for_link(
                     device_id, min(deadline, time.monotonic() + self.settings.ttl)
                 )
-            if link is None:
-                answer: dict[str, Any] = {"ok": False, "error": "offline"}
-                outcome = "offline"
+            if link is None and self.bus is not None:
+                remaining = max(0.001, deadline - time.monotonic())
+                answer, outcome = await self._via_cluster(device_id, command, remaining)
+                link = "socketio" if outcome != "offline" else None
+            elif link is None:
+                answer, outcome = {"ok": False, "error": "offline"}, "offline"
             else:
                 remaining = max(0.001, deadline - time.monotonic())
                 answer, outcome = await self._deliver(link, device_id, command, remaining)
@@ -111,6 +153,82 @@ class Commands:
         future = pending[1]
         if not future.done():
             future.set_result(reply)
+
+    # -- across the hubs of a cluster ------------------------------------------
+
+    async def _via_cluster(
+        self, device_id: str, command: dict[str, Any], within: float
+    ) -> tuple[dict[str, Any], str]:
+        """Hand the command to the hub that holds the device, and wait for
+        its reply."""
+        assert self.bus is not None
+        message = orjson.dumps({"device_id": device_id, "command": command, "within": within})
+        if len(message) > RELAY_MAX:
+            error = f"the command is too large to relay to another hub ({len(message)} bytes)"
+            return {"ok": False, "error": error}, "error"
+        relayed = self._relayed[command["id"]] = Relayed()
+        try:
+            await self.bus.notify(COMMANDS_CHANNEL, message.decode())
+            async with asyncio.timeout(min(TAKE_WITHIN, within)):
+                await relayed.taken.wait()
+        except TimeoutError:
+            return {"ok": False, "error": "offline"}, "offline"
+        except StoreError as exc:
+            return {"ok": False, "error": f"not delivered: {exc}"}, "error"
+        finally:
+            if not relayed.taken.is_set():
+                self._relayed.pop(command["id"], None)
+        try:
+            # the serving hub answers `timeout` itself after `within`
+            async with asyncio.timeout(within + TAKE_WITHIN):
+                return await relayed.reply
+        except TimeoutError:
+            return {"ok": False, "error": "timeout"}, "timeout"
+        finally:
+            self._relayed.pop(command["id"], None)
+
+    def _on_relayed_command(self, payload: str) -> None:
+        try:
+            message = orjson.loads(payload)
+            device_id, command, within = message["device_id"], message["command"], message["within"]
+            command_id = command["id"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("a relayed command is malformed: %.200s", payload)
+            return
+        if command_id in self._relayed or self.socket_of(device_id) is None:
+            return  # this hub sent it, or does not hold the device
+        task = asyncio.create_task(self._serve_relayed(device_id, command, float(within)))
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
+
+    async def _serve_relayed(self, device_id: str, command: dict[str, Any], within: float) -> None:
+        assert self.bus is not None
+        command_id = command["id"]
+        try:
+            await self.bus.notify(REPLIES_CHANNEL, orjson.dumps({"id": command_id}).decode())
+            answer, outcome = await self._deliver("socketio", device_id, command, within)
+            reply = orjson.dumps({"id": command_id, "answer": answer, "outcome": outcome})
+            if len(reply) > RELAY_MAX:
+                error = {"ok": False, "error": "the reply is too large to relay to another hub"}
+                reply = orjson.dumps({"id": command_id, "answer": error, "outcome": "error"})
+            await self.bus.notify(REPLIES_CHANNEL, reply.decode())
+        except StoreError as exc:
+            log.warning("command %s for %s: reply not relayed: %s", command_id, device_id, exc)
+
+    def _on_relayed_reply(self, payload: str) -> None:
+        try:
+            message = orjson.loads(payload)
+            relayed = self._relayed.get(message["id"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("a relayed reply is malformed: %.200s", payload)
+            return
+        if relayed is None:
+            return  # another hub's command, or one that ended
+        if "answer" not in message:
+            relayed.taken.set()
+        elif not relayed.reply.done() and isinstance(message["answer"], dict):
+            relayed.taken.set()
+            relayed.reply.set_result((message["answer"], str(message.get("outcome", "error"))))
 
     # -- delivery -----------------------------------------------------------
 

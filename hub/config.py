@@ -95,6 +95,7 @@ class MqttSettings:
     protocol: Literal["5", "3.1.1"] = "5"
     reconnect_min: Seconds = 0.5
     reconnect_max: Seconds = 30.0
+    shared_group: str = ""  # telemetry as $share/{group}/...: the hubs split it
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +176,11 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    node_id: str = ""  # this hub's name in logs, /readyz and /metrics
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
@@ -189,6 +195,7 @@ class Settings:
     presence: PresenceSettings = field(default_factory=PresenceSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
 
 SECRET_KEYS = frozenset({"dashboard_token", "admin_token", "token", "token_sha256"})
@@ -308,6 +315,9 @@ def _check_consistency(settings: Settings) -> None:
                 settings.storage.url,
                 "must look like postgresql://user:pass@host:5432/database",
             )
+    group = settings.mqtt.shared_group
+    if group and any(c in group for c in "+#/"):
+        raise ConfigError("mqtt.shared_group", group, "must be a plain name without + # or /")
     prefix = settings.mqtt.topic_prefix
     if not prefix or any(c in prefix for c in "+#") or prefix.startswith("/"):
         raise ConfigError("mqtt.topic_prefix", prefix, "must be a plain topic without + # or /")

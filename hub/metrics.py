@@ -34,7 +34,8 @@ _HELP = {
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, node: str = "") -> None:
+        self.node = node  # a cluster's hub names itself in hub_node_info
         self.counters: defaultdict[tuple[str, LabelSet], float] = defaultdict(float)
         # name -> (Prometheus type, reader): values another component keeps
         self._gauges: dict[str, tuple[str, Callable[[], float]]] = {}
@@ -68,6 +69,11 @@ class Metrics:
             lines += [f"{name}{_labels(labels)} {_number(amount)}" for labels, amount in samples]
         for name, (kind, read) in sorted(self._gauges.items()):
             lines += [f"# TYPE {name} {kind}", f"{name} {_number(read())}"]
+        if self.node:
+            lines += [
+                "# TYPE hub_node_info gauge",
+                f"hub_node_info{_labels((('node', self.node),))} 1",
+            ]
         return "\n".join(lines) + "\n"
 
 

@@ -47,10 +47,15 @@ class MqttIngest:
         # device id -> when it was last heard over MQTT (bounded, least recent dropped)
         self._heard: OrderedDict[str, float] = OrderedDict()
         prefix = settings.topic_prefix
+        # Shared by the hubs of a cluster: each message goes to one of them.
+        # Subscribed again on every connect (hub.mqtt), which Mosquitto 2.0
+        # needs: it forgets shared subscriptions when it restarts, even with
+        # the session kept. Status and replies stay unshared: every hub sees them.
+        share = f"$share/{settings.shared_group}/" if settings.shared_group else ""
         self.connection = MqttConnection(
             settings,
             [
-                (f"{prefix}/+/telemetry", settings.qos),
+                (f"{share}{prefix}/+/telemetry", settings.qos),
                 (f"{prefix}/+/status", settings.qos),
                 (f"{prefix}/+/replies", settings.qos),
             ],

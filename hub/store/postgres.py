@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
@@ -68,6 +68,7 @@ FOLLOW_SPAN = 20_000  # seqs read from the log at most per query
 FOLLOW_RETRY_MAX = 5.0  # seconds between attempts to follow while the database is away
 PRESENCE_LOG_KEPT = 1_000_000  # seqs of presence changes kept behind the head
 COMMAND_TIMEOUT = 30.0  # seconds a statement may take before the operation fails
+NOTIFY_MAX = 7900  # bytes of a NOTIFY payload (PostgreSQL refuses 8,000 and more)
 MIGRATION_LOCK = 7_171_717  # advisory lock key: one hub migrates at a time
 DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
@@ -100,6 +101,7 @@ class PostgresStore:
         self._series: dict[SeriesKey, tuple[int, int]] = {}
         self._names = SeriesNames()
         self.feed = Feed()
+        self._channels: dict[str, list[Callable[[str], None]]] = {}
 
     # -- lifetime -----------------------------------------------------------
 
@@ -172,9 +174,27 @@ class PostgresStore:
     async def _listen(self) -> None:
         self._listener = await asyncpg.connect(self.url)
         await self._listener.add_listener(CHANNEL, self._notified)
+        for channel, callbacks in self._channels.items():
+            for callback in callbacks:
+                await self._listener.add_listener(channel, _payload_to(callback))
 
     def _notified(self, *_: object) -> None:
         self._wake.set()
+
+    # -- notifications between hubs (hub.commands) ------------------------------
+
+    def on_notification(self, channel: str, callback: Callable[[str], None]) -> None:
+        """Call `callback` with the payload of every NOTIFY on `channel`, from
+        any hub (this one included), from when the store is open. What is
+        sent while a hub's listening connection is down does not reach it."""
+        self._channels.setdefault(channel, []).append(callback)
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """NOTIFY every hub on `channel` (payloads up to NOTIFY_MAX bytes)."""
+        try:
+            await self._pool("_writes").execute("SELECT pg_notify($1, $2)", channel, payload)
+        except DOWN as exc:
+            raise StoreError("notify", str(exc)) from exc
 
     # -- writing ------------------------------------------------------------
 
@@ -763,3 +783,13 @@ def _seq_range(seq: int, upto: int, device_ids: Collection[str] | None) -> tuple
         "(SELECT id FROM devices WHERE device_id = ANY($3::text[]))",
         [seq, upto, list(device_ids)],
     )
+
+
+def _payload_to(callback: Callable[[str], None]) -> Callable[[Any, int, str, object], None]:
+    """asyncpg's listener signature (connection, pid, channel, payload) for a
+    callback that takes the payload."""
+
+    def listener(connection: Any, pid: int, channel: str, payload: object) -> None:
+        callback(str(payload))
+
+    return listener
