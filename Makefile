@@ -10,10 +10,15 @@ BENCH_NODE_STAMP := bench/node/node_modules/.installed-stamp
 PAGE       := hub/static/index.html
 WEB_SOURCES := $(wildcard web/index.html web/vite.config.* web/src/* web/src/*/*)
 
-.PHONY: run test lint pytest bench soak setup clean
+.PHONY: run cluster test lint pytest bench soak setup clean
 
 run: setup
 	$(PY) -m hub.demo
+
+# Three hubs on one PostgreSQL database, Mosquitto with a shared subscription,
+# HAProxy in front (docs/cluster.md); needs PostgreSQL and HAProxy installed.
+cluster: setup
+	$(PY) -m hub.cluster_demo
 
 test: setup lint pytest
 

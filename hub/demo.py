@@ -134,28 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         hub = subprocess.Popen(hub_command, env=environment, process_group=0)
         children.append(("hub", hub))
         wait_ready(hub_url, hub)
-        sim = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "devices.sim",
-                "--devices",
-                str(args.devices),
-                "--rate",
-                str(args.rate),
-                "--protocol",
-                protocol,
-                "--broker",
-                broker,
-                "--hub",
-                hub_url,
-                "--duration",
-                "0",
-                "--quiet",
-            ],
-            env=environment,
-            process_group=0,
-        )
+        sim = simulator(args.devices, args.rate, protocol, broker, hub_url, environment)
         children.append(("devices", sim))
         print(
             f"\n  Dashboard: {hub_url}/\n\n  {args.devices} simulated devices send over "
@@ -172,16 +151,33 @@ def main(argv: list[str] | None = None) -> int:
         print("\nstopping: devices, then the hub (draining), then the broker")
         return 0
     finally:
-        for name, process in reversed(children):
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT if name != "mosquitto" else signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    print(f"{name} did not stop in 15 s; killing it", file=sys.stderr)
-                    process.kill()
-                    process.wait()
+        stop_all(children)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def stop_all(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    """Stop the children, last started first: SIGINT (a hub drains), or
+    SIGTERM for the services; killed after 15 s."""
+    for name, process in reversed(children):
+        if process.poll() is None:
+            hub_or_devices = name.startswith(("hub", "devices"))
+            process.send_signal(signal.SIGINT if hub_or_devices else signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                print(f"{name} did not stop in 15 s; killing it", file=sys.stderr)
+                process.kill()
+                process.wait()
+
+
+def simulator(
+    devices: int, rate: float, protocol: str, broker: str, hub_url: str, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """`telemetry-sim` with `devices` devices, until stopped."""
+    command = [sys.executable, "-m", "devices.sim", "--devices", str(devices)]
+    command += ["--rate", str(rate), "--protocol", protocol, "--broker", broker]
+    command += ["--hub", hub_url, "--duration", "0", "--quiet"]
+    return subprocess.Popen(command, env=env, process_group=0)
 
 
 if __name__ == "__main__":
