@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench import fanout, ingest_ratio, latency, memory, replay
+from bench import cluster, fanout, ingest_ratio, latency, memory, replay
 from bench.harness import ROOT, broker, hub, machine, percentile
 
 RESULTS = ROOT / "bench" / "results"
@@ -63,6 +63,7 @@ class Sizes:
     memory_stall: float
     storm_clients: int
     storm_behind: int
+    cluster_messages: int
 
 
 FULL = Sizes(
@@ -75,6 +76,7 @@ FULL = Sizes(
     memory_stall=60.0,
     storm_clients=200,
     storm_behind=5000,
+    cluster_messages=100_000,
 )
 SMOKE = Sizes(
     ingest_messages=4_000,
@@ -86,6 +88,7 @@ SMOKE = Sizes(
     memory_stall=3.0,
     storm_clients=10,
     storm_behind=500,
+    cluster_messages=2_000,
 )
 
 
@@ -224,6 +227,29 @@ def memory_part(sizes: Sizes) -> tuple[list[Figure], dict[str, Any]]:
     ], result
 
 
+def cluster_part(sizes: Sizes) -> tuple[list[Figure], dict[str, Any]]:
+    """Ingest on PostgreSQL against SQLite, and two hubs against one."""
+    result = cluster.measure(sizes.cluster_messages)
+    one = Figure(
+        "cluster: one hub on PostgreSQL, MQTT QoS 1 stored + acked (msg/s)",
+        result["postgres_msg_s"],
+        "msg/s",
+        "one hub on SQLite",
+        result["sqlite_msg_s"],
+    )
+    two = Figure(
+        "cluster: two hubs on PostgreSQL, a shared subscription (msg/s)",
+        result["two_hubs_msg_s"],
+        "msg/s",
+        "one hub on PostgreSQL",
+        result["postgres_msg_s"],
+    )
+    return [
+        _judged(one, at_least(one.ratio, 0.5), ">= 0.5"),
+        _judged(two, at_least(two.ratio, 1.0), ">= 1.0"),
+    ], result
+
+
 def _judged(figure: Figure, met: bool | None, target: str) -> Figure:
     return replace(figure, met=met, target=target)
 
@@ -235,6 +261,7 @@ PARTS: dict[str, Callable[[Sizes], tuple[list[Figure], dict[str, Any]]]] = {
     "replay": replay_part,
     "storm": storm_part,
     "memory": memory_part,
+    "cluster": cluster_part,
 }
 
 

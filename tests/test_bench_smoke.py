@@ -22,6 +22,7 @@ EXPECTED = {
     "latency": 4,  # p50 and p99 at 1,000 and 5,000 readings/s
     "replay": 1,
     "storm": 1,  # live p99 during a reconnect storm ÷ idle
+    "cluster": 2,  # PostgreSQL ÷ SQLite ingest, two hubs ÷ one
     "memory": 2,
 }
 
