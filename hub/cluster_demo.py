@@ -17,7 +17,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,15 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from hub.demo import answers, free_port, simulator, start_mosquitto, stop_all, wait_ready
+from hub.demo import (
+    answers,
+    free_port,
+    run_until_interrupted,
+    simulator,
+    start_mosquitto,
+    stop_all,
+    wait_ready,
+)
 
 DATABASE = "postgresql://postgres@127.0.0.1:5432/telemetry_hub"
 HAPROXY_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "haproxy.cfg"
@@ -116,22 +123,13 @@ def main(argv: list[str] | None = None) -> int:
             f"(broker {broker}, shared group {GROUP!r}). Ctrl-C stops everything.\n",
             flush=True,
         )
-        signal.signal(signal.SIGTERM, _interrupt)
-        while all(process.poll() is None for _, process in children):
-            time.sleep(0.5)
-        failed = [name for name, process in children if process.poll() is not None]
-        print(f"stopped early: {', '.join(failed)}", file=sys.stderr)
-        return 1
+        return run_until_interrupted(children)
     except KeyboardInterrupt:
         print("\nstopping: devices, HAProxy, the hubs (draining), then the broker")
         return 0
     finally:
         stop_all(children)
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -141,18 +141,23 @@ def main(argv: list[str] | None = None) -> int:
             f"{protocol}. Ctrl-C stops everything.\n",
             flush=True,
         )
-        signal.signal(signal.SIGTERM, _interrupt)
-        while all(process.poll() is None for _, process in children):
-            time.sleep(0.5)
-        failed = [name for name, process in children if process.poll() is not None]
-        print(f"stopped early: {', '.join(failed)}", file=sys.stderr)
-        return 1
+        return run_until_interrupted(children)
     except KeyboardInterrupt:
         print("\nstopping: devices, then the hub (draining), then the broker")
         return 0
     finally:
         stop_all(children)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_until_interrupted(children: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
+    """Until Ctrl-C or SIGTERM (KeyboardInterrupt), or a child ends early (1)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    while all(process.poll() is None for _, process in children):
+        time.sleep(0.5)
+    failed = [name for name, process in children if process.poll() is not None]
+    print(f"stopped early: {', '.join(failed)}", file=sys.stderr)
+    return 1
 
 
 def stop_all(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:

@@ -46,7 +46,6 @@ from hub.models import (
     Bucket,
     CommandRecord,
     DeviceRecord,
-    MetricSummary,
     PendingReading,
     PresenceChange,
     Reading,
@@ -58,6 +57,7 @@ from hub.models import (
 )
 from hub.store.feed import Committed, Feed, Follower
 from hub.store.postgres_schema import MIGRATIONS
+from hub.store.reads import FAR, buckets_of, device_records, oldest_first, window
 from hub.store.transaction import REJECTIONS_KEPT, SERIES_KEPT, SeriesNames, named
 
 log = logging.getLogger(__name__)
@@ -446,9 +446,7 @@ class PostgresStore:
     async def readings(
         self, device_id: str, metric: str, start: int | None, end: int | None, limit: int
     ) -> list[Reading]:
-        lower = start if start is not None else -(2**62)
-        upper = end if end is not None else 2**62
-        order = "ASC" if start is not None else "DESC"
+        lower, upper, order = window(start, end)
         found: list[Reading] = []
         for series, unit in await self._series_of(device_id, metric):
             rows = await self._fetch(
@@ -460,9 +458,7 @@ class PostgresStore:
                 limit,
             )
             found += [Reading(seq, device_id, metric, ts, value, unit) for seq, ts, value in rows]
-        found.sort(key=lambda r: (r.ts, r.seq), reverse=start is None)
-        readings = found[:limit]
-        return readings if start is not None else readings[::-1]
+        return oldest_first(found, start, limit)
 
     async def buckets(
         self,
@@ -474,9 +470,7 @@ class PostgresStore:
         limit: int,
         through: int | None = None,
     ) -> list[Bucket]:
-        lower = start if start is not None else -(2**62)
-        upper = end if end is not None else 2**62
-        order = "ASC" if start is not None else "DESC"
+        lower, upper, order = window(start, end)
         series = [number for number, _ in await self._series_of(device_id, metric)]
         if not series:
             return []
@@ -488,11 +482,10 @@ class PostgresStore:
             series,
             lower,
             upper,
-            2**62 if through is None else through,
+            FAR if through is None else through,
             limit,
         )
-        buckets = [Bucket(int(b), mn, mx, mean, int(n)) for b, mn, mx, mean, n in rows]
-        return buckets if start is not None else buckets[::-1]
+        return buckets_of(rows, start)
 
     async def _series_of(self, device_id: str, metric: str) -> list[tuple[int, str | None]]:
         rows = await self._fetch(
@@ -509,30 +502,17 @@ class PostgresStore:
         return rows[0][0] if rows else None
 
     async def devices(self) -> list[DeviceRecord]:
-        devices = await self._fetch(
-            "SELECT device_id, first_seen, last_seen, online FROM devices ORDER BY device_id"
+        return device_records(
+            await self._fetch(
+                "SELECT device_id, first_seen, last_seen, online FROM devices ORDER BY device_id"
+            ),
+            await self._fetch(
+                "SELECT device_id, metric, unit, ts, value FROM metrics ORDER BY device_id, metric"
+            ),
+            await self._fetch(
+                "SELECT device_id, name, value, ts FROM attributes ORDER BY device_id, name"
+            ),
         )
-        metrics: dict[str, list[MetricSummary]] = {}
-        for device_id, metric, unit, ts, value in await self._fetch(
-            "SELECT device_id, metric, unit, ts, value FROM metrics ORDER BY device_id, metric"
-        ):
-            metrics.setdefault(device_id, []).append(MetricSummary(metric, unit, ts, value))
-        attributes: dict[str, list[Attribute]] = {}
-        for device_id, name, value, ts in await self._fetch(
-            "SELECT device_id, name, value, ts FROM attributes ORDER BY device_id, name"
-        ):
-            attributes.setdefault(device_id, []).append(Attribute(device_id, name, value, ts))
-        return [
-            DeviceRecord(
-                device_id,
-                first_seen,
-                last_seen,
-                bool(online),
-                tuple(metrics.get(device_id, ())),
-                tuple(attributes.get(device_id, ())),
-            )
-            for device_id, first_seen, last_seen, online in devices
-        ]
 
     async def rejections(self, limit: int) -> list[Rejection]:
         rows = await self._fetch(
