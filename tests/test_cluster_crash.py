@@ -3,20 +3,24 @@ its share of the shared subscription waits in its session until it comes
 back with the same client id, what it had not acknowledged comes again, and
 the database's dedup index keeps each reading once (0 lost, 0 duplicated).
 A broker restart: the hubs subscribe again; the window before they do is
-measured."""
+measured. A PostgreSQL restart: nothing acknowledged that is not stored."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
+import aiohttp
 import aiomqtt
 import asyncpg
 import pytest
 
 from tests.brokers import Mosquitto, free_port
-from tests.hubs import HubProcess, hub_environment, wait_until
+from tests.hubs import HubProcess, hub_environment, hub_settings, serve_hub, wait_until
+from tests.postgres import PrivatePostgres
 from tests.test_crash import persistent_broker, publish_numbered
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -167,8 +171,6 @@ async def test_a_broker_restart_under_load_loses_only_what_came_before_resubscri
 async def both_subscribed(hubs: list[HubProcess], since: float, within: float) -> float:
     """When both hubs' /readyz say MQTT connected again after `since` (wall
     time; they subscribe before saying so), as monotonic time."""
-    import aiohttp
-
     deadline = time.monotonic() + within
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
@@ -203,3 +205,54 @@ async def wait_until_stored(url: str, seqs: list[int], within: float) -> None:
             missing = len(set(seqs) - await stored_seqs(url))
             raise TimeoutError(f"{missing} readings published after resubscribing never stored")
         await asyncio.sleep(0.1)
+
+
+async def test_a_postgresql_restart_under_load_acknowledges_nothing_unstored(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """The database goes away under QoS 1 load and comes back: /readyz says
+    so meanwhile, the hub acknowledges nothing it has not stored (the broker
+    holds the rest), and in the end every message is stored once."""
+    total = 2000
+    server = PrivatePostgres(free_port())
+    server.start()
+    url = f"postgresql://postgres@127.0.0.1:{server.port}/hub"  # created by the hub
+    base = hub_settings(tmp_path, mosquitto.url)
+    settings = replace(base, storage=replace(base.storage, url=url))
+    try:
+        async with serve_hub(settings) as running, aiohttp.ClientSession() as session:
+
+            async def ready() -> int:
+                async with session.get(running.url + "/readyz") as response:
+                    return response.status
+
+            sent = [0]
+            publishing = asyncio.create_task(
+                publish_numbered(mosquitto, total, rate=200, sent=sent)
+            )
+            try:
+                await wait_until(lambda: running.hub.store.head >= 300, 20, "readings stored")
+                server.stop()
+                down_at = sent[0]
+                statuses = []
+                while sent[0] < down_at + 200 or not statuses or statuses[-1] != 503:
+                    statuses.append(await ready())
+                    await asyncio.sleep(0.05)
+                assert statuses[-1] == 503
+                server.start()
+                await wait_until_ready(ready, within=30)
+                await publishing
+                await wait_until_stored(url, list(range(total)), within=60)
+            finally:
+                publishing.cancel()
+        assert await stored(url) == (total, total)
+    finally:
+        server.remove()
+
+
+async def wait_until_ready(ready: Callable[[], Awaitable[int]], within: float) -> None:
+    deadline = time.monotonic() + within
+    while await ready() != 200:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"/readyz not 200 within {within} s")
+        await asyncio.sleep(0.05)
