@@ -107,10 +107,63 @@ def measure(messages: int) -> dict[str, float]:
     return figures
 
 
+def follow_cost(readings: int) -> dict[str, float]:
+    """What following the log costs one hub: `readings` committed (by
+    another store, in batches of 300), then read from the log by a follower
+    starting at 0, as a hub catching up does; its wall and CPU time per
+    reading (the CPU of this process, which only follows meanwhile)."""
+    with database() as url:
+        wall, used = asyncio.run(_follow(url, readings))
+    return {
+        "readings": readings,
+        "follow_us_per_reading": wall / readings * 1e6,
+        "follow_cpu_us_per_reading": used / readings * 1e6,
+    }
+
+
+async def _follow(url: str, readings: int) -> tuple[float, float]:
+    from hub.models import PendingReading, WriteBatch
+    from hub.store.feed import Feed
+    from hub.store.postgres import PostgresStore
+
+    writer, follower = PostgresStore(url), PostgresStore(url)
+    await writer.open()
+    try:
+        now = int(time.time() * 1000)
+        for first in range(0, readings, 300):
+            batch = tuple(
+                PendingReading(f"d{n % 100}", f"m{n % 3}", now + n, float(n), "Cel", None)
+                for n in range(first, min(readings, first + 300))
+            )
+            await writer.write(WriteBatch(readings=batch))
+        await follower.open()
+        try:
+            head = follower.head
+            follower.feed = Feed(0)  # as a hub that starts following from the first seq
+            started, cpu = time.perf_counter(), time.process_time()
+            await follower.catch_up()
+            wall, used = time.perf_counter() - started, time.process_time() - cpu
+            assert follower.feed.head == head
+        finally:
+            await follower.close()
+    finally:
+        await writer.close()
+    return wall, used
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--follow", type=int, default=0, help="only the log-follow cost")
     args = parser.parse_args()
+    if args.follow:
+        cost = follow_cost(args.follow)
+        print(
+            f"following the log, {cost['readings']:,} readings: "
+            f"{cost['follow_us_per_reading']:.1f} µs wall, "
+            f"{cost['follow_cpu_us_per_reading']:.1f} µs CPU a reading"
+        )
+        return
     figures = measure(args.messages)
     print(f"machine: {machine()}")
     print(

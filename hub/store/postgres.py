@@ -93,6 +93,7 @@ class PostgresStore:
         self._following: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._writing = asyncio.Lock()
+        self._catching_up = asyncio.Lock()
         self._epoch = ""
         self._committed = 0  # the head after this hub's last commit
         self._purged_through = 0
@@ -350,7 +351,7 @@ class PostgresStore:
             try:
                 if self._listener is None or self._listener.is_closed():
                     await self._listen()
-                await self._catch_up()
+                await self.catch_up()
                 attempt = 0
             except DOWN as exc:
                 attempt += 1
@@ -364,8 +365,14 @@ class PostgresStore:
                 async with asyncio.timeout(FOLLOW_POLL):
                     await self._wake.wait()
 
-    async def _catch_up(self) -> None:
-        """What was committed after the feed's head, in one snapshot."""
+    async def catch_up(self) -> None:
+        """Hand the feed what was committed after its head, read in one
+        snapshot (one catch-up at a time; the follow task calls this when
+        woken)."""
+        async with self._catching_up:
+            await self._read_log()
+
+    async def _read_log(self) -> None:
         async with (
             self._pool("_reads").acquire() as connection,
             connection.transaction(isolation="repeatable_read", readonly=True),
