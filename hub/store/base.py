@@ -1,9 +1,10 @@
 """The store interface: the handful of calls the hub makes.
 
-SQLite (`hub.store.sqlite`) is the first backend; a PostgreSQL one will
-implement the same protocol. A backend assigns `seq` when it commits, keeps it
-strictly increasing and never reuses it, and keeps an `epoch` that changes
-only when the store is recreated. Its log can be followed (`follow`): what
+SQLite (`hub.store.sqlite`) is the default backend; PostgreSQL
+(`hub.store.postgres`) implements the same protocol for a cluster of hubs.
+A backend assigns `seq` when it commits, keeps it strictly increasing and
+never reuses it, and keeps an `epoch` that changes only when the store is
+recreated. Its log can be followed (`follow`): what
 each commit stored, handed over in seq order with none skipped, whichever
 writer committed it (`hub.store.feed`).
 """
