@@ -268,3 +268,26 @@ async def test_a_database_that_is_away_is_a_store_error() -> None:
 def test_passwords_are_redacted() -> None:
     assert redacted("postgresql://hub:s3cret@db:5432/hub") == "postgresql://hub:***@db:5432/hub"
     assert redacted("postgresql://hub@db/hub") == "postgresql://hub@db/hub"
+
+
+async def test_a_device_another_hub_still_hears_is_not_taken_offline(postgres_url: str) -> None:
+    """Under a shared subscription each hub hears some of a device's
+    messages. A hub whose share went quiet expires the device; if another
+    hub heard it since, that change is not applied or logged. The hub that
+    heard it last takes it offline; an online device does not come online
+    again."""
+    async with opened(postgres_url) as a, opened(postgres_url) as b:
+        following = a.follow(a.head)
+        await a.write(WriteBatch(presence=(PresenceChange("dev-1", True, T0),), seen={"dev-1": T0}))
+        await b.write(
+            WriteBatch(presence=(PresenceChange("dev-1", True, T0 + 50),), seen={"dev-1": T0 + 50})
+        )
+        await a.write(WriteBatch(presence=(PresenceChange("dev-1", False, T0),)))
+        [device] = await a.devices()
+        assert (device.online, device.last_seen) == (True, T0 + 50)
+        await b.write(WriteBatch(presence=(PresenceChange("dev-1", False, T0 + 50),)))
+        [device] = await b.devices()
+        assert device.online is False
+        entries = await taken_until(following, max(a.head, b.head))
+        logged = [(p.online, p.last_seen) for e in entries for p in e.presence]
+        assert logged == [(True, T0), (False, T0 + 50)]

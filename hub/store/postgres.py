@@ -224,27 +224,27 @@ class PostgresStore:
         batch: WriteBatch,
         new: dict[SeriesKey, tuple[int, int]],
     ) -> tuple[WriteOutcome, int]:
-        await upsert_devices(db, batch)
+        presence = await upsert_devices(db, batch)
         keys = {(p.device_id, p.metric, p.unit or "") for p in batch.readings}
         numbers = await self._resolve(db, keys, new)
         await upsert_latest(db, batch.readings, batch.attributes)
         await insert_rejections(db, batch.rejections)
         # From here to COMMIT this transaction holds the allocator's row.
-        taken = len(batch.readings) + len(batch.presence)
+        taken = len(batch.readings) + len(presence)
         if not taken:
             return WriteOutcome((), ()), 0
         head = int(await db.fetchval("UPDATE log_head SET head = head + $1 RETURNING head", taken))
         first = head - taken + 1
         outcome = await insert_readings(db, batch.readings, numbers, first)
-        if batch.presence:
+        if presence:
             seqs = range(first + len(batch.readings), head + 1)
             await db.execute(
                 "INSERT INTO presence_log(seq, device_id, online, last_seen) "
                 "SELECT * FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::bigint[])",
                 list(seqs),
-                [p.device_id for p in batch.presence],
-                [p.online for p in batch.presence],
-                [p.last_seen for p in batch.presence],
+                [p.device_id for p in presence],
+                [p.online for p in presence],
+                [p.last_seen for p in presence],
             )
             await db.execute("DELETE FROM presence_log WHERE seq <= $1", head - PRESENCE_LOG_KEPT)
         await db.execute("SELECT pg_notify($1, $2)", CHANNEL, str(head))
@@ -570,9 +570,10 @@ class PostgresStore:
 # -- the write transaction's steps ----------------------------------------------
 
 
-async def upsert_devices(db: Db, batch: WriteBatch) -> None:
+async def upsert_devices(db: Db, batch: WriteBatch) -> list[PresenceChange]:
     """Devices heard from, their presence, and a row for every device a
-    reading names; in device id order (see the module's docstring)."""
+    reading names; in device id order (see the module's docstring). The
+    presence changes applied (`apply_presence`)."""
     if batch.seen:
         seen = sorted(batch.seen.items())
         await db.execute(
@@ -596,19 +597,55 @@ async def upsert_devices(db: Db, batch: WriteBatch) -> None:
             [d for d, _ in ordered],
             [t for _, t in ordered],
         )
-    if batch.presence:
-        # the last change of each device within the batch is where it ends
-        last = {p.device_id: p for p in batch.presence}
-        changes = [last[d] for d in sorted(last)]
-        await db.execute(
-            "INSERT INTO devices(device_id, first_seen, last_seen, online) "
-            "SELECT d, t, t, o FROM unnest($1::text[], $2::bigint[], $3::boolean[]) AS k(d, t, o) "
-            "ON CONFLICT (device_id) DO UPDATE SET online = excluded.online, "
-            "last_seen = greatest(devices.last_seen, excluded.last_seen)",
-            [p.device_id for p in changes],
-            [p.last_seen for p in changes],
-            [p.online for p in changes],
-        )
+    return await apply_presence(db, batch.presence)
+
+
+async def apply_presence(db: Db, changes: Sequence[PresenceChange]) -> list[PresenceChange]:
+    """Apply the changes that change the cluster's view, in order, and return
+    them (the others are not logged). A device already online does not come
+    online again. A device goes offline only if no hub has heard it since
+    the change's `last_seen`: under a shared subscription every hub hears
+    only some of a device's messages, and a hub whose share went quiet
+    would otherwise take offline a device that another hub still hears; the
+    hub that heard it last takes it offline when it falls silent."""
+    if not changes:
+        return []
+    first: dict[str, int] = {}
+    for change in changes:
+        first.setdefault(change.device_id, change.last_seen)
+    names = sorted(first)
+    await db.execute(
+        "INSERT INTO devices(device_id, first_seen, last_seen) "
+        "SELECT d, t, t FROM unnest($1::text[], $2::bigint[]) AS k(d, t) "
+        "ON CONFLICT (device_id) DO NOTHING",
+        names,
+        [first[d] for d in names],
+    )
+    rows = await db.fetch(
+        "SELECT device_id, online, last_seen FROM devices WHERE device_id = ANY($1::text[]) "
+        "ORDER BY device_id FOR UPDATE",
+        names,
+    )
+    state: dict[str, tuple[bool, int]] = {d: (bool(o), int(t)) for d, o, t in rows}
+    applied: list[PresenceChange] = []
+    for change in changes:
+        online, last_seen = state[change.device_id]
+        if change.online:
+            if not online:
+                applied.append(change)
+            state[change.device_id] = (True, max(last_seen, change.last_seen))
+        elif online and last_seen <= change.last_seen:
+            applied.append(change)
+            state[change.device_id] = (False, max(last_seen, change.last_seen))
+    await db.execute(
+        "UPDATE devices SET online = k.o, last_seen = k.t "
+        "FROM unnest($1::text[], $2::boolean[], $3::bigint[]) AS k(d, o, t) "
+        "WHERE devices.device_id = k.d",
+        names,
+        [state[d][0] for d in names],
+        [state[d][1] for d in names],
+    )
+    return applied
 
 
 async def upsert_latest(
