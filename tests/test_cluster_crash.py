@@ -43,23 +43,30 @@ async def stored(url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+async def started_hubs(tmp_path: Path, broker: Mosquitto, url: str) -> list[HubProcess]:
+    """Two hub processes on one database, splitting telemetry by a shared
+    subscription, each with a client id of its own that stays across restarts."""
+    hubs = []
+    for n in range(2):
+        port = free_port()
+        environment = hub_environment(tmp_path / f"hub-{n}", broker, port)
+        environment |= {
+            "HUB_STORAGE__URL": url,
+            "HUB_MQTT__SHARED_GROUP": "hubs",
+            "HUB_MQTT__CLIENT_ID": f"{tmp_path.name}-hub-{n}",
+        }
+        hubs.append(HubProcess(environment, port))
+    for hub in hubs:
+        await hub.start()
+    return hubs
+
+
 async def test_ten_kills_of_a_hub_lose_and_repeat_nothing(
     tmp_path: Path, postgres_url: str
 ) -> None:
     total = 12_000
     async with persistent_broker(tmp_path) as broker:
-        hubs = []
-        for n in range(2):
-            port = free_port()
-            environment = hub_environment(tmp_path / f"hub-{n}", broker, port)
-            environment |= {
-                "HUB_STORAGE__URL": postgres_url,
-                "HUB_MQTT__SHARED_GROUP": "hubs",
-                "HUB_MQTT__CLIENT_ID": f"crash-hub-{n}",
-            }
-            hubs.append(HubProcess(environment, port))
-        for hub in hubs:
-            await hub.start()
+        hubs = await started_hubs(tmp_path, broker, postgres_url)
         victim = hubs[0]
         counts = {"now": 0}
 
@@ -126,19 +133,7 @@ async def test_a_broker_restart_under_load_loses_only_what_came_before_resubscri
     window and checks that nothing else is lost and nothing repeated."""
     total = 4000
     async with persistent_broker(tmp_path) as broker:
-        hubs = []
-        for n in range(2):
-            port = free_port()
-            environment = hub_environment(tmp_path / f"hub-{n}", broker, port)
-            environment |= {
-                "HUB_STORAGE__URL": postgres_url,
-                "HUB_MQTT__SHARED_GROUP": "hubs",
-                "HUB_MQTT__CLIENT_ID": f"restart-hub-{n}",
-                "HUB_LOG__LEVEL": "info",
-            }
-            hubs.append(HubProcess(environment, port))
-        for hub in hubs:
-            await hub.start()
+        hubs = await started_hubs(tmp_path, broker, postgres_url)
         acked: list[float] = []
         publishing = asyncio.create_task(publish_through_restarts(broker, total, 400, acked))
         try:
