@@ -34,8 +34,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Collection, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -73,6 +73,7 @@ MIGRATION_LOCK = 7_171_717  # advisory lock key: one hub migrates at a time
 DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 SeriesKey = tuple[str, str, str]  # device_id, metric, unit ('' for none)
+Stamped = TypeVar("Stamped", PendingReading, Attribute)
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -657,13 +658,8 @@ async def upsert_latest(
     hub may hold a device's newer message. A repeated reading changes
     nothing (its timestamp is not newer), so this runs before the seqs are
     taken."""
-    latest: dict[tuple[str, str], PendingReading] = {}
-    for reading in readings:
-        key = (reading.device_id, reading.metric)
-        if key not in latest or reading.ts >= latest[key].ts:
-            latest[key] = reading
-    if latest:
-        rows = [latest[key] for key in sorted(latest)]
+    rows = newest(readings, lambda r: (r.device_id, r.metric))
+    if rows:
         await db.execute(
             "INSERT INTO metrics(device_id, metric, unit, ts, value) "
             "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], "
@@ -676,13 +672,8 @@ async def upsert_latest(
             [r.ts for r in rows],
             [r.value for r in rows],
         )
-    if attributes:
-        newest: dict[tuple[str, str], Attribute] = {}
-        for attribute in attributes:
-            key = (attribute.device_id, attribute.name)
-            if key not in newest or attribute.ts >= newest[key].ts:
-                newest[key] = attribute
-        named_rows = [newest[key] for key in sorted(newest)]
+    named_rows = newest(attributes, lambda a: (a.device_id, a.name))
+    if named_rows:
         await db.execute(
             "INSERT INTO attributes(device_id, name, value, ts) "
             "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) "
@@ -693,6 +684,17 @@ async def upsert_latest(
             [a.value for a in named_rows],
             [a.ts for a in named_rows],
         )
+
+
+def newest(items: Iterable[Stamped], key: Callable[[Stamped], tuple[str, str]]) -> list[Stamped]:
+    """The item with the newest ts (the later one on a tie) for each key, in
+    key order (the order rows are locked in, see the module's docstring)."""
+    found: dict[tuple[str, str], Stamped] = {}
+    for item in items:
+        k = key(item)
+        if k not in found or item.ts >= found[k].ts:
+            found[k] = item
+    return [found[k] for k in sorted(found)]
 
 
 async def insert_rejections(db: Db, rejections: Sequence[Rejection]) -> None:
