@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import aiomqtt
@@ -26,6 +27,7 @@ from tests.test_crash import persistent_broker, publish_numbered
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 ROUNDS = 10
+T = TypeVar("T")
 
 
 async def stored(url: str) -> tuple[int, int]:
@@ -68,20 +70,16 @@ async def test_ten_kills_of_a_hub_lose_and_repeat_nothing(
     async with persistent_broker(tmp_path) as broker:
         hubs = await started_hubs(tmp_path, broker, postgres_url)
         victim = hubs[0]
-        counts = {"now": 0}
 
-        async def count() -> None:
-            while True:
-                counts["now"] = (await stored(postgres_url))[0]
-                await asyncio.sleep(0.05)
+        async def count() -> int:
+            return (await stored(postgres_url))[0]
 
-        counting = asyncio.create_task(count())
         sent = [0]
         publishing = asyncio.create_task(publish_numbered(broker, total, rate=400, sent=sent))
         try:
             for _ in range(ROUNDS):
-                at = counts["now"]
-                await wait_until(lambda at=at: counts["now"] >= at + 200, 30, "readings stored")
+                at = await count()
+                await polled(count, lambda n, at=at: n >= at + 200, 30, "readings stored")
                 await victim.kill()
                 down = sent[0]
                 await wait_until(
@@ -90,10 +88,9 @@ async def test_ten_kills_of_a_hub_lose_and_repeat_nothing(
                 await victim.start()
             assert not publishing.done(), "the ten rounds fit within the publishing"
             await publishing
-            await wait_until(lambda: counts["now"] >= total, 60, f"all {total} readings")
+            await polled(count, lambda n: n >= total, 60, f"all {total} readings")
         finally:
             publishing.cancel()
-            counting.cancel()
             codes = [await hub.stop() for hub in hubs]
     assert codes == [0, 0]
     assert await stored(postgres_url) == (total, total)
@@ -166,22 +163,21 @@ async def test_a_broker_restart_under_load_loses_only_what_came_before_resubscri
 async def both_subscribed(hubs: list[HubProcess], since: float, within: float) -> float:
     """When both hubs' /readyz say MQTT connected again after `since` (wall
     time; they subscribe before saying so), as monotonic time."""
-    deadline = time.monotonic() + within
     async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            states = []
+
+        async def states() -> list[bool]:
+            connected = []
             for hub in hubs:
                 try:
                     async with session.get(f"http://127.0.0.1:{hub.port}/readyz") as response:
-                        body = await response.json()
-                    mqtt = body["ingest"]["mqtt"]
-                    states.append(mqtt["state"] == "connected" and mqtt["since"] > since)
+                        mqtt = (await response.json())["ingest"]["mqtt"]
+                    connected.append(mqtt["state"] == "connected" and mqtt["since"] > since)
                 except aiohttp.ClientError:
-                    states.append(False)
-            if all(states):
-                return time.monotonic()
-            await asyncio.sleep(0.02)
-    raise TimeoutError(f"the hubs did not reconnect within {within} s")
+                    connected.append(False)
+            return connected
+
+        await polled(states, all, within, "both hubs connected to the broker again")
+    return time.monotonic()
 
 
 async def stored_seqs(url: str) -> set[int]:
@@ -194,12 +190,21 @@ async def stored_seqs(url: str) -> set[int]:
 
 
 async def wait_until_stored(url: str, seqs: list[int], within: float) -> None:
+    await polled(
+        lambda: stored_seqs(url), set(seqs).issubset, within, f"{len(seqs)} readings stored"
+    )
+
+
+async def polled(
+    read: Callable[[], Awaitable[T]], ok: Callable[[T], bool], within: float, what: str
+) -> T:
+    """`read()` again until `ok` of what it gives (an async `wait_until`)."""
     deadline = time.monotonic() + within
-    while not set(seqs) <= await stored_seqs(url):
+    while not ok(value := await read()):
         if time.monotonic() > deadline:
-            missing = len(set(seqs) - await stored_seqs(url))
-            raise TimeoutError(f"{missing} readings published after resubscribing never stored")
-        await asyncio.sleep(0.1)
+            raise TimeoutError(f"timed out after {within} s waiting for {what} (last: {value})")
+        await asyncio.sleep(0.05)
+    return value
 
 
 async def test_a_postgresql_restart_under_load_acknowledges_nothing_unstored(
@@ -229,13 +234,11 @@ async def test_a_postgresql_restart_under_load_acknowledges_nothing_unstored(
                 await wait_until(lambda: running.hub.store.head >= 300, 20, "readings stored")
                 server.stop()
                 down_at = sent[0]
-                statuses = []
-                while sent[0] < down_at + 200 or not statuses or statuses[-1] != 503:
-                    statuses.append(await ready())
-                    await asyncio.sleep(0.05)
-                assert statuses[-1] == 503
+                await polled(ready, lambda status: status == 503, 30, "/readyz 503")
+                await wait_until(lambda: sent[0] >= down_at + 200, 30, "publishes while away")
+                assert await ready() == 503
                 server.start()
-                await wait_until_ready(ready, within=30)
+                await polled(ready, lambda status: status == 200, 30, "/readyz 200")
                 await publishing
                 await wait_until_stored(url, list(range(total)), within=60)
             finally:
@@ -243,11 +246,3 @@ async def test_a_postgresql_restart_under_load_acknowledges_nothing_unstored(
         assert await stored(url) == (total, total)
     finally:
         server.remove()
-
-
-async def wait_until_ready(ready: Callable[[], Awaitable[int]], within: float) -> None:
-    deadline = time.monotonic() + within
-    while await ready() != 200:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"/readyz not 200 within {within} s")
-        await asyncio.sleep(0.05)
