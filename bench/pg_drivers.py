@@ -35,9 +35,11 @@ SCHEMA = """
 TAKE = "UPDATE log_head SET head = head + {n} RETURNING head"
 INSERT = (
     "INSERT INTO samples(seq, device, series, ts, value, device_seq) "
-    "SELECT * FROM unnest({p}1::bigint[], {p}2::int[], {p}3::int[], {p}4::bigint[], "
-    "{p}5::float8[], {p}6::bigint[]) ON CONFLICT DO NOTHING RETURNING seq"
+    "SELECT * FROM unnest({}::bigint[], {}::int[], {}::int[], {}::bigint[], "
+    "{}::float8[], {}::bigint[]) ON CONFLICT DO NOTHING RETURNING seq"
 )
+ASYNCPG_INSERT = INSERT.format(*(f"${n}" for n in range(1, 7)))
+PSYCOPG_INSERT = INSERT.format(*["%s"] * 6)
 
 
 def columns(first: int, count: int, start: int) -> list[list[Any]]:
@@ -61,7 +63,7 @@ async def with_asyncpg(url: str, rows: int, batch: int) -> float:
             async with connection.transaction():
                 head = await connection.fetchval(TAKE.format(n=batch))
                 rows_of = columns(head - batch + 1, batch, start)
-                await connection.fetch(INSERT.format(p="$"), *rows_of)
+                await connection.fetch(ASYNCPG_INSERT, *rows_of)
                 await connection.execute("SELECT pg_notify('hub_log', $1)", str(head))
         return rows / (time.perf_counter() - started)
     finally:
@@ -80,11 +82,8 @@ async def with_psycopg(url: str, rows: int, batch: int) -> float:
                 row = await cursor.fetchone()
                 assert row is not None
                 head = int(row[0])
-                sql = INSERT.format(p="%s").replace("%s1", "%s").replace("%s2", "%s")
-                sql = sql.replace("%s3", "%s").replace("%s4", "%s").replace("%s5", "%s")
-                sql = sql.replace("%s6", "%s")
                 cursor = await connection.execute(
-                    sql,  # type: ignore[arg-type]
+                    PSYCOPG_INSERT,  # type: ignore[arg-type]
                     columns(head - batch + 1, batch, start),
                 )
                 await cursor.fetchall()
