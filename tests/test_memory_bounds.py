@@ -102,12 +102,18 @@ async def test_series_numbers_are_bounded() -> None:
         )
         for n in range(1000):
             await db.execute("INSERT INTO devices(device_id) VALUES (?)", (f"d{n}",))
-            await numbers.resolve(db, [(f"d{n}", "temperature", "Cel")])
+            await numbers.resolve(
+                [(f"d{n}", "temperature", "Cel")],
+                lambda missing: transaction.create_series(db, missing),
+            )
             numbers.committed()
         assert len(numbers) == 100
         # a series created in a transaction that rolled back is not remembered
         await db.execute("INSERT INTO devices(device_id) VALUES ('gone')")
-        await numbers.resolve(db, [("gone", "temperature", "Cel")])
+        await numbers.resolve(
+            [("gone", "temperature", "Cel")],
+            lambda missing: transaction.create_series(db, missing),
+        )
         numbers.rolled_back()
         assert len(numbers) == 100
 

@@ -58,7 +58,14 @@ from hub.models import (
 from hub.store.feed import Committed, Feed, Follower
 from hub.store.postgres_schema import MIGRATIONS
 from hub.store.reads import FAR, buckets_of, device_records, oldest_first, window
-from hub.store.transaction import REJECTIONS_KEPT, SERIES_KEPT, SeriesNames, named
+from hub.store.transaction import (
+    REJECTIONS_KEPT,
+    SeriesIds,
+    SeriesKey,
+    SeriesNames,
+    SeriesNumbers,
+    named,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +79,6 @@ NOTIFY_MAX = 7900  # bytes of a NOTIFY payload (PostgreSQL refuses 8,000 and mor
 MIGRATION_LOCK = 7_171_717  # advisory lock key: one hub migrates at a time
 DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
-SeriesKey = tuple[str, str, str]  # device_id, metric, unit ('' for none)
 Stamped = TypeVar("Stamped", PendingReading, Attribute)
 
 if TYPE_CHECKING:
@@ -100,7 +106,7 @@ class PostgresStore:
         self._purged_through = 0
         self._failing: str | None = None
         # Series numbers this hub met, once committed; others are looked up.
-        self._series: dict[SeriesKey, tuple[int, int]] = {}
+        self._series = SeriesNumbers()
         self._names = SeriesNames()
         self.feed = Feed()
         self._channels: dict[str, list[Callable[[str], None]]] = {}
@@ -201,33 +207,28 @@ class PostgresStore:
     # -- writing ------------------------------------------------------------
 
     async def write(self, batch: WriteBatch) -> WriteOutcome:
-        new: dict[SeriesKey, tuple[int, int]] = {}
         async with self._writing:
             try:
                 async with (
                     self._pool("_writes").acquire() as connection,
                     connection.transaction(),
                 ):
-                    outcome, head = await self._transaction(connection, batch, new)
-            except DOWN as exc:
-                self._failing = str(exc) or type(exc).__name__
-                raise StoreError("write", self._failing) from exc
+                    outcome, head = await self._transaction(connection, batch)
+            except BaseException as exc:
+                self._series.rolled_back()
+                if isinstance(exc, DOWN):
+                    self._failing = str(exc) or type(exc).__name__
+                    raise StoreError("write", self._failing) from exc
+                raise
             self._failing = None
             self._committed = max(self._committed, head)
-            self._series.update(new)
-            while len(self._series) > SERIES_KEPT:
-                del self._series[next(iter(self._series))]
+            self._series.committed()
         return outcome
 
-    async def _transaction(
-        self,
-        db: Db,
-        batch: WriteBatch,
-        new: dict[SeriesKey, tuple[int, int]],
-    ) -> tuple[WriteOutcome, int]:
+    async def _transaction(self, db: Db, batch: WriteBatch) -> tuple[WriteOutcome, int]:
         presence = await upsert_devices(db, batch)
         keys = {(p.device_id, p.metric, p.unit or "") for p in batch.readings}
-        numbers = await self._resolve(db, keys, new)
+        numbers = await self._series.resolve(keys, lambda missing: create_series(db, missing))
         await upsert_latest(db, batch.readings, batch.attributes)
         await insert_rejections(db, batch.rejections)
         # From here to COMMIT this transaction holds the allocator's row.
@@ -250,36 +251,6 @@ class PostgresStore:
             await db.execute("DELETE FROM presence_log WHERE seq <= $1", head - PRESENCE_LOG_KEPT)
         await db.execute("SELECT pg_notify($1, $2)", CHANNEL, str(head))
         return outcome, head
-
-    async def _resolve(
-        self,
-        db: Db,
-        keys: set[SeriesKey],
-        new: dict[SeriesKey, tuple[int, int]],
-    ) -> dict[SeriesKey, tuple[int, int]]:
-        """(devices.id, series.id) of each key, creating the missing series.
-        A series another hub creates at the same time is found by the
-        SELECT, a statement of its own and so a snapshot of its own."""
-        found = {key: self._series[key] for key in keys if key in self._series}
-        missing = sorted(keys - found.keys())
-        if missing:
-            columns = [list(column) for column in zip(*missing, strict=True)]
-            await db.execute(
-                "INSERT INTO series(device, device_id, metric, unit) "
-                "SELECT d.id, k.device_id, k.metric, k.unit "
-                "FROM unnest($1::text[], $2::text[], $3::text[]) AS k(device_id, metric, unit) "
-                "JOIN devices d USING (device_id) ORDER BY 2, 3, 4 ON CONFLICT DO NOTHING",
-                *columns,
-            )
-            rows = await db.fetch(
-                "SELECT s.device_id, s.metric, s.unit, s.device, s.id FROM series s "
-                "JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(device_id, metric, unit) "
-                "USING (device_id, metric, unit)",
-                *columns,
-            )
-            for device_id, metric, unit, device, series in rows:
-                found[(device_id, metric, unit)] = new[(device_id, metric, unit)] = (device, series)
-        return found
 
     async def record_command(self, record: CommandRecord) -> None:
         try:
@@ -714,10 +685,33 @@ async def insert_rejections(db: Db, rejections: Sequence[Rejection]) -> None:
     )
 
 
+async def create_series(db: Db, keys: list[SeriesKey]) -> list[Any]:
+    """Create the series `keys` where missing, in key order; (device_id,
+    metric, unit, devices.id, series.id) of each. A series another hub
+    creates at the same time is found by the SELECT, a statement of its own
+    and so a snapshot of its own."""
+    columns = [list(column) for column in zip(*sorted(keys), strict=True)]
+    await db.execute(
+        "INSERT INTO series(device, device_id, metric, unit) "
+        "SELECT d.id, k.device_id, k.metric, k.unit "
+        "FROM unnest($1::text[], $2::text[], $3::text[]) AS k(device_id, metric, unit) "
+        "JOIN devices d USING (device_id) ORDER BY 2, 3, 4 ON CONFLICT DO NOTHING",
+        *columns,
+    )
+    return list(
+        await db.fetch(
+            "SELECT s.device_id, s.metric, s.unit, s.device, s.id FROM series s "
+            "JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(device_id, metric, unit) "
+            "USING (device_id, metric, unit)",
+            *columns,
+        )
+    )
+
+
 async def insert_readings(
     db: Db,
     pending: Sequence[PendingReading],
-    numbers: dict[SeriesKey, tuple[int, int]],
+    numbers: dict[SeriesKey, SeriesIds],
     first: int,
 ) -> WriteOutcome:
     """Insert with seqs from `first`; a repeat of a stored (device, device

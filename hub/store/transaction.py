@@ -115,9 +115,13 @@ class SeriesNumbers:
         return len(self._known)
 
     async def resolve(
-        self, db: aiosqlite.Connection, keys: Iterable[SeriesKey]
+        self,
+        keys: Iterable[SeriesKey],
+        create: Callable[[list[SeriesKey]], Awaitable[Iterable[Any]]],
     ) -> dict[SeriesKey, SeriesIds]:
-        """The numbers of `keys`, creating the series that do not exist yet."""
+        """The numbers of `keys`; `create` makes the missing series in the
+        transaction (where they do not exist yet) and gives (device_id,
+        metric, unit, devices.id, series.id) of each."""
         found: dict[SeriesKey, SeriesIds] = {}
         missing: list[SeriesKey] = []
         for key in keys:
@@ -128,10 +132,7 @@ class SeriesNumbers:
                 self._known.move_to_end(key)
                 found[key] = ids
         if missing:
-            document = orjson.dumps(missing)
-            await db.execute(INSERT_SERIES, (document,))
-            rows = await db.execute_fetchall(SELECT_SERIES, (document,))
-            for device_id, metric, unit, device, series in rows:
+            for device_id, metric, unit, device, series in await create(missing):
                 found[(device_id, metric, unit)] = self._new[(device_id, metric, unit)] = (
                     device,
                     series,
@@ -218,7 +219,8 @@ async def insert_readings(
     """Insert, and return what was stored with the allocator's new position."""
     if not pending:
         return WriteOutcome((), ()), head
-    numbers = await series.resolve(db, {(p.device_id, p.metric, p.unit or "") for p in pending})
+    keys = {(p.device_id, p.metric, p.unit or "") for p in pending}
+    numbers = await series.resolve(keys, lambda missing: create_series(db, missing))
     rows = [
         (*numbers[(p.device_id, p.metric, p.unit or "")], p.ts, p.value, p.device_seq)
         for p in pending
@@ -246,6 +248,14 @@ async def insert_readings(
         "SELECT seq FROM sqlite_sequence WHERE name = 'samples'"
     )
     return match_stored(pending, new), int(sequence)
+
+
+async def create_series(db: aiosqlite.Connection, keys: list[SeriesKey]) -> Iterable[Any]:
+    """Create the series `keys` where missing; (device_id, metric, unit,
+    devices.id, series.id) of each."""
+    document = orjson.dumps(keys)
+    await db.execute(INSERT_SERIES, (document,))
+    return await db.execute_fetchall(SELECT_SERIES, (document,))
 
 
 def match_stored(pending: tuple[PendingReading, ...], rows: Iterable[Any]) -> WriteOutcome:
