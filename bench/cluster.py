@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from bench.harness import Hub, broker, hub, machine
-from bench.ingest_ratio import PUBLISHERS, STALL_TIMEOUT, message_file, publish
+from bench.ingest_ratio import PUBLISHERS, message_file, publish, stored_rate
 
 SERVER = os.environ.get("HUB_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 STORED = re.compile(r'^hub_readings_stored_total\{source="mqtt"\} (\d+)', re.MULTILINE)
@@ -44,26 +44,8 @@ def stored(running: Hub) -> int:
 
 def ingest_rate(hubs: list[Hub], port: int, lines: Path, total: int) -> float:
     """Messages/s the hubs store together, publishers to the last commit."""
-    expected = total * 3
-    started = time.monotonic()
     publishers = publish(port, lines, name=f"bench-{secrets.token_hex(3)}")
-    first = None
-    stalled_since, seen = time.monotonic(), 0
-    while (count := sum(stored(h) for h in hubs)) < expected:
-        if first is None and count > 0:
-            first = time.monotonic()
-        if count != seen:
-            stalled_since, seen = time.monotonic(), count
-        elif time.monotonic() - stalled_since > STALL_TIMEOUT:
-            raise RuntimeError(
-                f"the hubs stored {count // 3:,} of {total:,} messages and nothing more "
-                f"for {STALL_TIMEOUT:g} s"
-            )
-        time.sleep(0.02)
-    elapsed = time.monotonic() - (first or started)
-    for publisher in publishers:
-        publisher.wait(60)
-    return total / elapsed
+    return stored_rate(lambda: sum(stored(h) for h in hubs) // 3, publishers, total)
 
 
 @contextlib.contextmanager

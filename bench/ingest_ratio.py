@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.harness import ROOT, broker, hub, machine
@@ -82,27 +83,34 @@ def hub_rate(mqtt_url: str, port: int, lines: Path, total: int) -> float:
         )
         assert dashboards.stdout is not None
         assert "ready" in dashboards.stdout.readline()
-        expected = running.head() + total * 3
-        started = time.monotonic()
-        publishers = publish(port, lines)
-        first = None
-        stalled_since, seen = time.monotonic(), running.head()
-        while (head := running.head()) < expected:
-            if first is None and head > expected - total * 3:
-                first = time.monotonic()
-            if head != seen:
-                stalled_since, seen = time.monotonic(), head
-            elif time.monotonic() - stalled_since > STALL_TIMEOUT:
-                raise RuntimeError(
-                    f"the hub stored {(head - expected) // 3 + total:,} of {total:,} messages "
-                    f"and nothing more for {STALL_TIMEOUT:g} s"
-                )
-            time.sleep(0.02)
-        elapsed = time.monotonic() - (first or started)
-        for publisher in publishers:
-            publisher.wait(60)
+        before = running.head()
+        rate = stored_rate(lambda: (running.head() - before) // 3, publish(port, lines), total)
         dashboards.terminate()
         dashboards.wait(10)
+    return rate
+
+
+def stored_rate(
+    stored: Callable[[], int], publishers: list[subprocess.Popen[bytes]], total: int
+) -> float:
+    """Messages/s from the first stored (as `stored()` counts them) to the
+    `total`-th; fails when nothing more is stored for STALL_TIMEOUT."""
+    started = time.monotonic()
+    first = None
+    stalled_since, seen = time.monotonic(), 0
+    while (count := stored()) < total:
+        if first is None and count > 0:
+            first = time.monotonic()
+        if count != seen:
+            stalled_since, seen = time.monotonic(), count
+        elif time.monotonic() - stalled_since > STALL_TIMEOUT:
+            raise RuntimeError(
+                f"{count:,} of {total:,} messages stored and nothing more for {STALL_TIMEOUT:g} s"
+            )
+        time.sleep(0.02)
+    elapsed = time.monotonic() - (first or started)
+    for publisher in publishers:
+        publisher.wait(60)
     return total / elapsed
 
 
