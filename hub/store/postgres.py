@@ -200,7 +200,7 @@ class PostgresStore:
     async def notify(self, channel: str, payload: str) -> None:
         """NOTIFY every hub on `channel` (payloads up to NOTIFY_MAX bytes)."""
         try:
-            await self._pool("_writes").execute("SELECT pg_notify($1, $2)", channel, payload)
+            await self._writer.execute("SELECT pg_notify($1, $2)", channel, payload)
         except DOWN as exc:
             raise StoreError("notify", str(exc)) from exc
 
@@ -210,7 +210,7 @@ class PostgresStore:
         async with self._writing:
             try:
                 async with (
-                    self._pool("_writes").acquire() as connection,
+                    self._writer.acquire() as connection,
                     connection.transaction(),
                 ):
                     outcome, head = await self._transaction(connection, batch)
@@ -254,7 +254,7 @@ class PostgresStore:
 
     async def record_command(self, record: CommandRecord) -> None:
         try:
-            await self._pool("_writes").execute(
+            await self._writer.execute(
                 "INSERT INTO commands(id, device_id, name, args, link, sent_ms, done_ms, "
                 "outcome, reply) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
                 "ON CONFLICT (id) DO UPDATE SET device_id = excluded.device_id, "
@@ -292,7 +292,7 @@ class PostgresStore:
             if last == self._purged_through:
                 return 0
             async with (
-                self._pool("_writes").acquire() as connection,
+                self._writer.acquire() as connection,
                 connection.transaction(),
             ):
                 status = await connection.execute("DELETE FROM samples WHERE seq <= $1", last)
@@ -346,7 +346,7 @@ class PostgresStore:
 
     async def _read_log(self) -> None:
         async with (
-            self._pool("_reads").acquire() as connection,
+            self._reader.acquire() as connection,
             connection.transaction(isolation="repeatable_read", readonly=True),
         ):
             [(head, purged)] = await connection.fetch(
@@ -399,7 +399,7 @@ class PostgresStore:
     ) -> list[Reading]:
         where, params = _seq_range(seq, upto, device_ids)
         try:
-            async with self._pool("_reads").acquire() as connection:
+            async with self._reader.acquire() as connection:
                 rows = await connection.fetch(
                     f"SELECT seq, series, ts, value FROM samples WHERE {where} "
                     f"ORDER BY seq LIMIT ${len(params) + 1}",
@@ -526,15 +526,17 @@ class PostgresStore:
 
     # -- connections ----------------------------------------------------------
 
-    def _pool(self, name: str) -> asyncpg.Pool:
-        pool: asyncpg.Pool | None = getattr(self, name)
-        if pool is None:
-            raise StoreError("use", "the store is not open")
-        return pool
+    @property
+    def _writer(self) -> asyncpg.Pool:
+        return _opened(self._writes)
+
+    @property
+    def _reader(self) -> asyncpg.Pool:
+        return _opened(self._reads)
 
     async def _fetch(self, sql: str, *params: Any) -> list[Any]:
         try:
-            return list(await self._pool("_reads").fetch(sql, *params))
+            return list(await self._reader.fetch(sql, *params))
         except DOWN as exc:
             raise StoreError("query", str(exc)) from exc
 
@@ -803,6 +805,12 @@ def _seq_range(seq: int, upto: int, device_ids: Collection[str] | None) -> tuple
         "(SELECT id FROM devices WHERE device_id = ANY($3::text[]))",
         [seq, upto, list(device_ids)],
     )
+
+
+def _opened(pool: asyncpg.Pool | None) -> asyncpg.Pool:
+    if pool is None:
+        raise StoreError("use", "the store is not open")
+    return pool
 
 
 def _payload_to(callback: Callable[[str], None]) -> Callable[[Any, int, str, object], None]:
