@@ -12,6 +12,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+MAX_DEVICE_ID = 64
 DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
@@ -53,6 +54,7 @@ class RejectReason(StrEnum):
     INVALID_SENML = "invalid_senml"
     INVALID_STATUS = "invalid_status"
     RATE_LIMITED = "rate_limited"
+    DEVICE_ID_CONFLICT = "device_id_conflict"
 
 
 class PendingReading(NamedTuple):

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 import orjson
 
-from hub import units
+from hub import senml, units
 from hub.config import NormalizeSettings
 from hub.models import (
     Attribute,
@@ -35,11 +36,8 @@ EXCERPT_BYTES = 256
 MAX_ATTRIBUTE_LENGTH = 1024
 MAX_NAME_LENGTH = 64
 _SECONDS_BELOW = 100_000_000_000  # numbers below this are epoch seconds (until year 5138)
-_SENML_RELATIVE_BELOW = 2**28  # RFC 8428 4.5.3: smaller times are relative to now
-_SENML_KEYS = frozenset(
-    {"bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"}
-)
 _ENVELOPE_KEYS = frozenset({"ts", "seq"})
+_VALUE_OBJECT_KEYS = frozenset({"value", "unit", "ts"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,23 +77,39 @@ class _Reject(Exception):
         self.detail = detail
 
 
+NO_UNITS: Mapping[str, str] = MappingProxyType({})
+
+
 def normalize(
-    raw: bytes, *, device_id: str, source: Source, received_ms: int, rules: Rules
+    raw: bytes,
+    *,
+    device_id: str,
+    source: Source,
+    received_ms: int,
+    rules: Rules,
+    units: Mapping[str, str] = NO_UNITS,
+    pack: bool = False,
 ) -> Normalized:
     """Normalize one device message that arrived as bytes (MQTT, HTTP). It is
-    parsed once; a plain flat object then takes a shortcut."""
+    parsed once; a plain flat object then takes a shortcut. `units`: the unit
+    of a value sent without one, by metric (or by the last part of a group's
+    member's name), where its source says what it is. `pack`: the message
+    must be a SenML pack (a source of `format = "senml"`)."""
     if len(raw) <= rules.max_payload_bytes and is_valid_device_id(device_id):
         try:
             document = orjson.loads(raw)  # also refuses bytes that are not UTF-8
         except orjson.JSONDecodeError:
             pass
         else:
-            flat = _plain_flat_object(document, device_id, received_ms, rules)
+            plain = not units and not pack
+            flat = _plain_flat_object(document, device_id, received_ms, rules) if plain else None
             if flat is not None:
                 return flat
-            return _normalize(lambda: document, raw, device_id, source, received_ms, rules)
+            return _normalize(
+                lambda: document, raw, device_id, source, received_ms, rules, units, pack
+            )
     # Refused before or while parsing: the general path says why.
-    return _normalize(lambda: _parse(raw), raw, device_id, source, received_ms, rules)
+    return _normalize(lambda: _parse(raw), raw, device_id, source, received_ms, rules, units, pack)
 
 
 def _parse(raw: bytes) -> Any:
@@ -186,16 +200,31 @@ def unit_label(metric: str, rules: Rules) -> str | None:
 
 
 def normalize_document(
-    document: Any, *, raw: bytes, device_id: str, source: Source, received_ms: int, rules: Rules
+    document: Any,
+    *,
+    raw: bytes,
+    device_id: str,
+    source: Source,
+    received_ms: int,
+    rules: Rules,
+    units: Mapping[str, str] = NO_UNITS,
+    pack: bool = False,
 ) -> Normalized:
-    """Normalize a message a transport already parsed (Socket.IO); `raw` is its
-    JSON encoding, used for the size limit and for excerpts."""
+    """Normalize a message a transport already parsed (Socket.IO, a firmware's
+    topics); `raw` is its JSON encoding, used for the size limit and for
+    excerpts. `units` and `pack` as for `normalize`."""
     if isinstance(document, bytes | str):
         data = document.encode() if isinstance(document, str) else document
         return normalize(
-            data, device_id=device_id, source=source, received_ms=received_ms, rules=rules
+            data,
+            device_id=device_id,
+            source=source,
+            received_ms=received_ms,
+            rules=rules,
+            units=units,
+            pack=pack,
         )
-    return _normalize(lambda: document, raw, device_id, source, received_ms, rules)
+    return _normalize(lambda: document, raw, device_id, source, received_ms, rules, units, pack)
 
 
 def _normalize(
@@ -205,8 +234,10 @@ def _normalize(
     source: Source,
     received_ms: int,
     rules: Rules,
+    units: Mapping[str, str] = NO_UNITS,
+    pack: bool = False,
 ) -> Normalized:
-    run = _Run(raw, device_id, source, received_ms, rules)
+    run = _Run(raw, device_id, source, received_ms, rules, units)
     try:
         if not is_valid_device_id(device_id):
             raise _Reject(
@@ -217,7 +248,7 @@ def _normalize(
                 RejectReason.PAYLOAD_TOO_LARGE,
                 f"{len(raw)} bytes exceeds the limit of {rules.max_payload_bytes}",
             )
-        run.document(parse())
+        run.document(parse(), pack)
     except _Reject as reject:
         run.reject(reject)
     return run.result()
@@ -256,8 +287,10 @@ def rate_limited(
 
 @lru_cache(maxsize=8192)
 def snake_case(name: str) -> str:
-    """`batteryLevel` -> `battery_level`, `Air Temp` -> `air_temp`, `CO2-ppm` -> `co2_ppm`."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    """`batteryLevel` -> `battery_level`, `Air Temp` -> `air_temp`, `CO2-ppm` -> `co2_ppm`,
+    `co2Level` -> `co2_level`; a model name stays whole: `DS18B20` -> `ds18b20`."""
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1_\2", name)
+    spaced = re.sub(r"([0-9])([A-Z][a-z])", r"\1_\2", spaced)
     spaced = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", spaced)
     return re.sub(r"[^A-Za-z0-9]+", "_", spaced).strip("_").lower()
 
@@ -305,24 +338,37 @@ def _depth_exceeds(document: Any, limit: int) -> bool:
 
 
 def _count_values(document: Any) -> int:
+    """The values a payload holds, as it will be read: a SenML record is one,
+    a value object is one, each member of a group is one."""
     if isinstance(document, list):
         # A SenML record holds one value in several fields (n, v, u, t ...).
-        if _is_senml(document):
+        if senml.is_pack(document):
             return len(document)
         return sum(_count_values(item) for item in document)
     if isinstance(document, dict):
+        if _is_value_object(document):
+            return 1
         values = document.get("values")
         if isinstance(values, dict):
-            return len(values)
-        return len(document.keys() - _ENVELOPE_KEYS)
+            return _count_values(values)
+        return sum(_count_values(v) for k, v in document.items() if k not in _ENVELOPE_KEYS)
     return 1
 
 
 class _Run:
     """The state of normalizing one message."""
 
-    def __init__(self, raw: bytes, device_id: str, source: Source, received_ms: int, rules: Rules):
+    def __init__(
+        self,
+        raw: bytes,
+        device_id: str,
+        source: Source,
+        received_ms: int,
+        rules: Rules,
+        assumed: Mapping[str, str],
+    ):
         self.raw = raw
+        self.assumed = assumed
         self.device_id = device_id
         self.source = source
         self.received_ms = received_ms
@@ -351,7 +397,7 @@ class _Run:
 
     # -- forms --------------------------------------------------------------
 
-    def document(self, document: Any) -> None:
+    def document(self, document: Any, pack: bool = False) -> None:
         if _depth_exceeds(document, self.rules.max_depth):
             raise _Reject(
                 RejectReason.TOO_DEEP, f"nested deeper than {self.rules.max_depth} levels"
@@ -362,12 +408,16 @@ class _Run:
                 RejectReason.TOO_MANY_VALUES,
                 f"{count} values exceed the limit of {self.rules.max_values}",
             )
-        if isinstance(document, dict):
+        if pack and not (isinstance(document, list) and document):
+            raise _Reject(RejectReason.INVALID_SENML, "a SenML pack is a JSON array of records")
+        if pack:
+            self.senml(document)
+        elif isinstance(document, dict):
             self.envelope(document)
         elif isinstance(document, list):
             if not document:
                 raise _Reject(RejectReason.EMPTY, "an empty array")
-            if _is_senml(document):
+            if senml.is_pack(document):
                 self.senml(document)
             else:
                 for index, item in enumerate(document):
@@ -408,68 +458,60 @@ class _Run:
                 self.reject(reject)
 
     def senml(self, records: list[Any]) -> None:
-        base_name, base_time, base_unit, base_value = "", 0.0, None, 0.0
+        """A SenML pack (`hub.senml`): each resolved record is one value of
+        the sender; a bad record is rejected alone, a pack the hub must not
+        use (4.4) as a whole."""
+        try:
+            senml.check_pack(records)
+        except senml.PackError as error:
+            raise _Reject(error.reason, error.detail) from None
+        resolver = senml.Resolver(self.device_id, self.received_ms / 1000)
+        named: dict[str, int] = {}
         for index, record in enumerate(records):
             try:
-                if not isinstance(record, dict):
-                    raise _Reject(RejectReason.INVALID_SENML, f"record {index} is not an object")
-                unknown = set(record) - _SENML_KEYS
-                if unknown:
-                    raise _Reject(
-                        RejectReason.INVALID_SENML,
-                        f"record {index} has unknown fields {sorted(unknown)}",
-                    )
-                base_name = self.senml_text(record, "bn", base_name)
-                base_time = self.senml_number(record, "bt", base_time)
-                base_unit = self.senml_text(record, "bu", base_unit)
-                base_value = self.senml_number(record, "bv", base_value)
-                if not ({"v", "vs", "vb", "vd", "s"} & record.keys()):
+                resolved = resolver.record(index, record)
+                if resolved is None:
                     continue
-                name = self.senml_text(record, "n", "") or _last_segment(base_name)
-                when = base_time + self.senml_number(record, "t", 0.0)
-                if abs(when) < _SENML_RELATIVE_BELOW:
-                    when = self.received_ms / 1000 + when
-                ts = self.timestamp(when)
-                unit = self.senml_text(record, "u", base_unit)
-                value: Any
-                if "v" in record or "s" in record:
-                    key = "v" if "v" in record else "s"
-                    raw_value = record[key]
-                    if isinstance(raw_value, bool) or not isinstance(raw_value, int | float):
-                        raise _Reject(
-                            RejectReason.INVALID_SENML, f"record {index}: {key} must be a number"
-                        )
-                    value = self.senml_number(record, key, 0.0) + base_value
-                elif "vb" in record:
-                    value = record["vb"]
-                    if not isinstance(value, bool):
-                        raise _Reject(
-                            RejectReason.INVALID_SENML, f"record {index}: vb must be a boolean"
-                        )
-                else:
-                    key = "vs" if "vs" in record else "vd"
-                    value = record[key]
-                    if not isinstance(value, str):
-                        raise _Reject(
-                            RejectReason.INVALID_SENML, f"record {index}: {key} must be a string"
-                        )
-                self.value(name, {"value": value, "unit": unit} if unit else value, ts, None)
+                ts = self.timestamp(resolved.time)
+                if resolved.value is not None:
+                    self.senml_value(resolved.metric, resolved.value, resolved.unit, ts)
+                if resolved.sum is not None:
+                    unit = senml.sum_unit(resolved.unit)
+                    self.senml_value(f"{resolved.metric}_sum", resolved.sum, unit, ts)
+                if resolved.device.startswith("urn:"):
+                    named.setdefault(resolved.device, ts)
+            except senml.RecordError as error:
+                self.reject(_Reject(error.reason, error.detail))
             except _Reject as reject:
+                reject.detail = f"record {index}: {reject.detail}"
                 self.reject(reject)
+        for name, ts in named.items():
+            self.attributes.append(Attribute(self.device_id, "senml_name", name, ts))
+
+    def senml_value(self, metric: str, value: Any, unit: str | None, ts: int) -> None:
+        if unit and not isinstance(value, str):
+            value = {"value": value, "unit": unit}
+        self.value(metric, value, ts, None)
 
     # -- fields -------------------------------------------------------------
 
-    def value(self, name: Any, value: Any, ts: int, device_seq: int | None) -> None:
-        metric = self.metric(name)
+    def value(
+        self, name: Any, value: Any, ts: int, device_seq: int | None, group: str = ""
+    ) -> None:
+        """One named value of a payload; an object that is not a value object
+        (or an array) is a group, its members named `{group}_{name}`."""
+        part = _name_part(name)
+        if isinstance(value, dict) and not _is_value_object(value):
+            self.group(_joined(group, part), value.items(), ts, device_seq)
+            return
+        if isinstance(value, list) and value:
+            # Channels, as Tasmota sends them ("Power": [12, 0]): 1, 2, ...
+            members = ((str(index), item) for index, item in enumerate(value, 1))
+            self.group(_joined(group, part), members, ts, device_seq)
+            return
+        metric = self.joined_metric(group, part)
         unit: str | None = None
         if isinstance(value, dict):
-            unknown = set(value) - {"value", "unit", "ts"}
-            if "value" not in value or unknown:
-                raise _Reject(
-                    RejectReason.INVALID_VALUE,
-                    f"metric {metric!r}: an object value needs 'value' (and may have "
-                    "'unit' and 'ts')",
-                )
             if "ts" in value:
                 ts = self.timestamp(value["ts"])
             given_unit = value.get("unit")
@@ -499,22 +541,51 @@ class _Run:
                 )
         else:
             kind = "null" if value is None else type(value).__name__
+            if value == []:
+                kind = "empty list"
             raise _Reject(
                 RejectReason.INVALID_VALUE,
                 f"metric {metric!r}: a {kind} is not a number, boolean or string",
             )
-        number, canonical = self.convert(metric, number, unit)
+        number, canonical = self.convert(metric, number, unit, part)
         self.readings.append(
             PendingReading(self.device_id, metric, ts, number, canonical, device_seq)
         )
 
-    def metric(self, name: Any) -> str:
-        return metric_name(name, self.rules)
+    def group(
+        self, group: str, members: Iterable[tuple[Any, Any]], ts: int, device_seq: int | None
+    ) -> None:
+        """The members of a group, each rejected alone when it is bad."""
+        for name, value in members:
+            try:
+                self.value(name, value, ts, device_seq, group)
+            except _Reject as reject:
+                self.reject(reject)
 
-    def convert(self, metric: str, value: float, unit: str | None) -> tuple[float, str | None]:
+    def joined_metric(self, group: str, part: str) -> str:
+        """A group's member as a metric: the normalized names joined with `_`,
+        then the aliases, as for any metric."""
+        joined = _joined(group, part)
+        metric = self.rules.aliases.get(joined, joined)
+        if len(metric) > MAX_NAME_LENGTH:
+            raise _Reject(
+                RejectReason.INVALID_METRIC,
+                f"metric name {metric[:80]!r} must have 1-{MAX_NAME_LENGTH} letters or digits",
+            )
+        return metric
+
+    def convert(
+        self, metric: str, value: float, unit: str | None, leaf: str
+    ) -> tuple[float, str | None]:
+        """`value` in `unit` -> the metric's canonical unit. A value without a
+        unit is in the unit its source says (`assumed`), else in the
+        canonical one. A metric in a group (`am2301_temperature`) with no unit
+        configured of its own takes its last name's (`temperature`)."""
         if unit is None:
-            return value, unit_label(metric, self.rules)
-        configured = self.rules.units.get(metric)
+            unit = self.assumed.get(metric) or self.assumed.get(leaf)
+            if unit is None:
+                return value, unit_label(metric, self.rules) or unit_label(leaf, self.rules)
+        configured = self.rules.units.get(metric) or self.rules.units.get(leaf)
         source = units.lookup(unit)
         if source is None:
             if configured is not None and unit != configured:
@@ -576,33 +647,29 @@ class _Run:
             )
         return value
 
-    def senml_text(self, record: dict[str, Any], key: str, default: Any) -> Any:
-        if key not in record:
-            return default
-        if not isinstance(record[key], str):
-            raise _Reject(RejectReason.INVALID_SENML, f"{key} must be a string")
-        return record[key]
 
-    def senml_number(self, record: dict[str, Any], key: str, default: float) -> float:
-        if key not in record:
-            return default
-        value = record[key]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Reject(RejectReason.INVALID_SENML, f"{key} must be a number")
-        try:
-            return float(value)
-        except OverflowError:  # an int from a document parsed in Python can be huge
-            raise _Reject(RejectReason.NON_FINITE, f"{key} is too large") from None
+def _name_part(name: Any) -> str:
+    """One key of a payload, normalized: a metric, or one part of a group's."""
+    if not isinstance(name, str) or not name:
+        raise _Reject(
+            RejectReason.INVALID_METRIC, f"metric name {_show(name, 80)!r} is not a string"
+        )
+    part = snake_case(name[: MAX_NAME_LENGTH * 2])
+    if not part:
+        raise _Reject(
+            RejectReason.INVALID_METRIC,
+            f"metric name {name[:80]!r} must have 1-{MAX_NAME_LENGTH} letters or digits",
+        )
+    return part
 
 
-def _is_senml(records: list[Any]) -> bool:
-    """A pack is an array of objects using SenML fields and no `values` key."""
-    objects = [r for r in records if isinstance(r, dict)]
-    return (
-        bool(objects)
-        and all("values" not in r for r in objects)
-        and any(_SENML_KEYS.issuperset(r) and r for r in objects)
-    )
+def _joined(group: str, part: str) -> str:
+    return f"{group}_{part}" if group else part
+
+
+def _is_value_object(obj: dict[str, Any]) -> bool:
+    """`{"value": 21.5, "unit": "Cel"}` (and `ts`): one value, not a group."""
+    return "value" in obj and obj.keys() <= _VALUE_OBJECT_KEYS
 
 
 def _show(value: Any, limit: int) -> str:
@@ -612,7 +679,3 @@ def _show(value: Any, limit: int) -> str:
     except ValueError:  # an int with more digits than str() allows
         text = f"<{type(value).__name__}>"
     return text[:limit]
-
-
-def _last_segment(base_name: str) -> str:
-    return re.split(r"[:/]", base_name.rstrip(":/"))[-1] if base_name else ""

@@ -152,8 +152,12 @@ async def test_a_device_speaks_only_for_itself(secured: Settings) -> None:
         assert await post_with_dev_a_token("dev-a", b'{"temperature": 4}') == 202
         await board.wait_readings(3)
         assert {r["device_id"] for r in board.readings} == {"dev-a"}
-        temperatures = [r["value"] for r in board.readings if r["metric"] == "temperature"]
-        assert temperatures == [1.0, 2.0, 4.0]
+        # SenML names the series "dev-b:temperature": a metric of dev-a's
+        assert [(r["metric"], r["value"]) for r in board.readings] == [
+            ("temperature", 1.0),
+            ("dev_b_temperature", 2.0),
+            ("temperature", 4.0),
+        ]
         # the string is dev-a's attribute, not a device switch
         with sqlite3.connect(secured.storage.path) as db:
             assert db.execute("SELECT device_id, name, value FROM attributes").fetchall() == [

@@ -148,7 +148,7 @@ async def test_a_rejected_value_is_kept_and_the_rest_stored() -> None:
     published = Published(store)
     async with running(store, published) as writer:
         outcome = await writer.submit(
-            Source.HTTP, T0, [message("d1", '{"a": 1, "b": [1]}')], ["d1"]
+            Source.HTTP, T0, [message("d1", '{"a": 1, "b": null}')], ["d1"]
         )
     assert (outcome.accepted, outcome.rejected) == (1, 1)
     assert outcome.reasons
