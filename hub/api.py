@@ -12,7 +12,7 @@ from hub.auth import Authenticator
 from hub.config import parse_duration
 from hub.errors import AuthError, AuthFailure, ConfigError, QueryError
 from hub.metrics import Metrics
-from hub.models import is_valid_device_id
+from hub.models import DeviceRecord, is_valid_device_id
 from hub.presence import Presence
 from hub.store.base import Store
 
@@ -118,7 +118,7 @@ def api(
                 "online": presence.is_online(r.device_id),
                 "first_seen": r.first_seen,
                 "last_seen": r.last_seen,
-                "group": auth.groups.get(r.device_id),
+                "group": auth.groups.get(r.device_id) or _attribute(r, "group"),
                 "metrics": {
                     m.metric: {"unit": m.unit, "ts": m.ts, "value": m.value} for m in r.metrics
                 },
@@ -226,3 +226,8 @@ def _bucket(text: str) -> int:
     if seconds < 0.001:
         raise QueryError("bucket", text, "must be at least 1ms")
     return round(seconds * 1000)
+
+
+def _attribute(record: DeviceRecord, name: str) -> str | None:
+    """A device's attribute (a source's devices keep their group as one)."""
+    return next((a.value for a in record.attributes if a.name == name), None)

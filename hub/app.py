@@ -41,6 +41,7 @@ from hub.pages import pages
 from hub.polling import Engine, LongPolls
 from hub.presence import Presence
 from hub.replay import Replay
+from hub.sources.names import DeviceNames
 from hub.store import SqliteStore, Store, open_store
 from hub.wire import HubPacket
 from hub.writer import Writer
@@ -63,6 +64,7 @@ class Hub:
     writer: Writer
     mqtt: MqttIngest | None
     metrics: Metrics
+    names: DeviceNames
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     _started: bool = False
 
@@ -70,7 +72,9 @@ class Hub:
         stack = self._stack
         await self.store.open()
         stack.push_async_callback(self.store.close)
-        self.presence.load(await self.store.devices())
+        known = await self.store.devices()
+        self.presence.load(known)
+        self.names.load(known)
         stack.push_async_callback(self._disconnect_clients)
         await stack.enter_async_context(self.live)
         await stack.enter_async_context(self.writer)
@@ -150,7 +154,8 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         retention_batch=settings.storage.retention_batch,
     )
     limiter = RateLimiter(settings.limits.device_rate, settings.limits.device_burst)
-    pipeline = Pipeline(writer, rules, auth, limiter, metrics, settings.storage.ack_timeout)
+    names = DeviceNames()
+    pipeline = Pipeline(writer, rules, auth, limiter, metrics, settings.storage.ack_timeout, names)
     mqtt = MqttIngest(settings.mqtt, pipeline) if settings.mqtt.enabled else None
     devices = DeviceNamespace(pipeline)
     sio.register_namespace(devices)
@@ -175,7 +180,7 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
 
     quart = Quart(__name__)
     quart.config["MAX_CONTENT_LENGTH"] = settings.normalize.max_payload_bytes + PACKET_OVERHEAD
-    hub = Hub(settings, sio, quart, None, store, presence, live, writer, mqtt, metrics)
+    hub = Hub(settings, sio, quart, None, store, presence, live, writer, mqtt, metrics, names)
     info = {
         "version": __version__,
         "node": settings.cluster.node_id,

@@ -25,14 +25,22 @@ class Authenticator:
         self._admin = digest(auth.admin_token) if auth.admin_token else None
         self._tokens: dict[str, bytes | None] = {}
         self.groups: dict[str, str] = {}
+        self.members: dict[str, set[str]] = {}  # group -> its devices
         for device in devices:
             self._tokens[device.id] = _device_digest(device)
             if device.group:
-                self.groups[device.id] = device.group
+                self.join_group(device.id, device.group)
         enroll = auth.enroll
         if enroll == "auto":
             enroll = "listed" if any(t is not None for t in self._tokens.values()) else "open"
         self.enroll = enroll
+
+    def join_group(self, device_id: str, group: str) -> None:
+        """Put a device in a group, unless it is in one already (a group
+        given in [[devices]] stays)."""
+        if device_id not in self.groups:
+            self.groups[device_id] = group
+            self.members.setdefault(group, set()).add(device_id)
 
     @property
     def listed(self) -> tuple[str, ...]:

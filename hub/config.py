@@ -80,6 +80,20 @@ class StorageSettings:
     wal_target: Annotated[int, Size(), Range(64 * 1024, 1 << 40)] = 16 * 1024 * 1024
 
 
+PRESETS = ("tasmota", "zigbee2mqtt", "homie", "esphome")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    """One `[[mqtt.sources]]`: a firmware's preset, or a topic layout of one's own."""
+
+    preset: Literal["", "tasmota", "zigbee2mqtt", "homie", "esphome"] = ""
+    topic: str = ""  # a layout's pattern: {device} required, {metric} optional
+    format: Literal["json", "senml", "number"] = "json"
+    units: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}))
+    group: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class MqttSettings:
     enabled: bool = True
@@ -96,6 +110,7 @@ class MqttSettings:
     reconnect_min: Seconds = 0.5
     reconnect_max: Seconds = 30.0
     shared_group: str = ""  # telemetry as $share/{group}/...: the hubs split it
+    sources: tuple[SourceSettings, ...] = ()  # [[mqtt.sources]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +336,8 @@ def _check_consistency(settings: Settings) -> None:
     prefix = settings.mqtt.topic_prefix
     if not prefix or any(c in prefix for c in "+#") or prefix.startswith("/"):
         raise ConfigError("mqtt.topic_prefix", prefix, "must be a plain topic without + # or /")
+    for index, source in enumerate(settings.mqtt.sources):
+        _check_source(source, f"mqtt.sources[{index}]")
     if settings.mqtt.reconnect_min > settings.mqtt.reconnect_max:
         raise ConfigError(
             "mqtt.reconnect_min", settings.mqtt.reconnect_min, "exceeds mqtt.reconnect_max"
@@ -331,6 +348,39 @@ def _check_consistency(settings: Settings) -> None:
         raise ConfigError(
             "replay.page_size", settings.replay.page_size, "exceeds replay.max_backlog"
         )
+
+
+def _check_source(source: SourceSettings, where: str) -> None:
+    if bool(source.preset) == bool(source.topic):
+        raise ConfigError(
+            where, source.preset or source.topic or "{}", "give either preset or topic"
+        )
+    if source.preset and source.format != "json":
+        raise ConfigError(f"{where}.format", source.format, "a preset knows its own format")
+    if source.group and not is_valid_device_id(source.group):
+        raise ConfigError(f"{where}.group", source.group, "must be 1-64 of A-Z a-z 0-9 _ . -")
+    if not source.topic:
+        return
+    levels = source.topic.split("/")
+    if levels.count("{device}") != 1:
+        raise ConfigError(f"{where}.topic", source.topic, "needs {device} as one whole level")
+    if levels.count("{metric}") > 1:
+        raise ConfigError(f"{where}.topic", source.topic, "has {metric} more than once")
+    if source.format == "senml" and "{metric}" in levels:
+        raise ConfigError(f"{where}.format", source.format, "a SenML pack names its own metrics")
+    if source.format == "number" and "{metric}" not in levels:
+        raise ConfigError(
+            f"{where}.topic", source.topic, "a number payload needs {metric} in its topic"
+        )
+    for index, level in enumerate(levels):
+        if level in ("{device}", "{metric}", "+") or (level == "#" and index == len(levels) - 1):
+            continue
+        if not level or any(c in level for c in "+#{}") or level.startswith("$"):
+            raise ConfigError(
+                f"{where}.topic",
+                source.topic,
+                f"level {level!r}: a name, {{device}}, {{metric}}, + or a final #",
+            )
 
 
 # ---------------------------------------------------------------------------
@@ -424,6 +474,10 @@ def _convert_base(base: Any, value: Any, key: str) -> Any:
         if isinstance(value, str):
             return str(value)
         raise ConfigError(key, value, "must be a string")
+    if dataclasses.is_dataclass(base) and isinstance(base, type):
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, value, "must be a table")
+        return _build(base, value, key)
     if origin is Literal:
         choices = typing.get_args(base)
         if value in choices:
@@ -540,6 +594,11 @@ def dump_toml(settings: Settings) -> str:
                 lines.append("")
             continue
         lines.append(f"[{section.name}]")
+        arrays = [
+            (f.name, getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.name == "sources"
+        ]
         tables: list[tuple[str, Mapping[str, str]]] = []
         for f in dataclasses.fields(value):
             item = getattr(value, f.name)
@@ -551,6 +610,18 @@ def dump_toml(settings: Settings) -> str:
             lines.append(f"[{section.name}.{name}]")
             lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items())
             lines.append("")
+        for name, entries in arrays:
+            for entry in entries:
+                lines.append(f"[[{section.name}.{name}]]")
+                lines.extend(_dump_fields(entry))
+                for f in dataclasses.fields(entry):
+                    item = getattr(entry, f.name)
+                    if isinstance(item, Mapping):
+                        pairs = ", ".join(
+                            f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items()
+                        )
+                        lines.append(f"{f.name} = {{ {pairs} }}")
+                lines.append("")
     return "\n".join(lines)
 
 
@@ -558,8 +629,8 @@ def _dump_fields(obj: Any) -> list[str]:
     lines = []
     for f in dataclasses.fields(obj):
         item = getattr(obj, f.name)
-        if isinstance(item, Mapping):
-            continue
+        if isinstance(item, Mapping) or (f.name == "sources" and item):
+            continue  # written as tables of their own
         if f.name in SECRET_KEYS and item:
             item = "***"
         lines.append(f"{f.name} = {_toml_value(item)}")

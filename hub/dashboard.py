@@ -33,10 +33,6 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.live = live
         self.auth = auth
         self.cursors: dict[str, Cursor] = {}
-        # group -> its devices, from [[devices]] group = "..."
-        self.members: dict[str, set[str]] = {}
-        for device_id, group in auth.groups.items():
-            self.members.setdefault(group, set()).add(device_id)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         auth = auth if isinstance(auth, dict) else {}
@@ -54,7 +50,7 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         await self.live.drop(sid)
 
     async def on_subscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
-        selectors, error = _selectors(data, self.members)
+        selectors, error = _selectors(data, self.auth.members)
         if error:
             return {"ok": False, "error": error}
         cursor = self.cursors.pop(sid, None)
@@ -62,7 +58,7 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return self._answer(subscription, head)
 
     async def on_unsubscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
-        selectors, error = _selectors(data, self.members)
+        selectors, error = _selectors(data, self.auth.members)
         if error:
             return {"ok": False, "error": error}
         subscription, head = await self.live.unsubscribe(sid, selectors)
@@ -74,7 +70,7 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
 def _selectors(data: Any, members: dict[str, set[str]]) -> tuple[list[str], str | None]:
     """The device ids a `subscribe`/`unsubscribe` names: `devices` (`["*"]` for
-    all) and the devices of `groups` (as listed in config)."""
+    all) and the devices of `groups` (from [[devices]] and [[mqtt.sources]])."""
     if not isinstance(data, dict):
         return [], 'expected {"devices": ["id", ...]} (["*"] for all) and/or {"groups": [...]}'
     devices, groups = data.get("devices", []), data.get("groups", [])

@@ -10,6 +10,7 @@ import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from hub.config import (
     SECRET_KEYS,
     DeviceSettings,
     Settings,
+    SourceSettings,
     config_path,
     dump_toml,
     load_settings,
@@ -119,6 +121,21 @@ KEYS: list[tuple[str, str, Any]] = [
     ("[mqtt]\nreconnect_min = '1s'", "mqtt.reconnect_min", 1.0),
     ("[mqtt]\nreconnect_max = '2m'", "mqtt.reconnect_max", 120.0),
     ("[mqtt]\nshared_group = 'hubs'", "mqtt.shared_group", "hubs"),
+    (
+        "[[mqtt.sources]]\npreset = 'tasmota'\n[[mqtt.sources]]\n"
+        "topic = 'farm/{device}/{metric}'\nformat = 'number'\n"
+        "units = { temperature = 'degF' }\ngroup = 'farm'",
+        "mqtt.sources",
+        (
+            SourceSettings(preset="tasmota"),
+            SourceSettings(
+                topic="farm/{device}/{metric}",
+                format="number",
+                units=MappingProxyType({"temperature": "degF"}),
+                group="farm",
+            ),
+        ),
+    ),
     ("[auth]\ndashboard_token = 'dash'", "auth.dashboard_token", "dash"),
     ("[auth]\nadmin_token = 'root'", "auth.admin_token", "root"),
     ("[auth]\nenroll = 'listed'", "auth.enroll", "listed"),
@@ -394,6 +411,58 @@ def raises(tmp_path: Path, text: str, environ: Mapping[str, str] | None = None) 
             200,
             "exceeds replay.max_backlog",
         ),
+        # [[mqtt.sources]]
+        ("[[mqtt.sources]]\ngroup = 'x'", "mqtt.sources[0]", "{}", "either preset or topic"),
+        (
+            "[[mqtt.sources]]\npreset = 'tasmota'\ntopic = 'a/{device}'",
+            "mqtt.sources[0]",
+            "tasmota",
+            "either preset or topic",
+        ),
+        ("[[mqtt.sources]]\npreset = 'shelly'", "mqtt.sources[0].preset", "shelly", "one of"),
+        (
+            "[[mqtt.sources]]\ntopic = 'farm/{metric}'",
+            "mqtt.sources[0].topic",
+            "farm/{metric}",
+            "needs {device}",
+        ),
+        (
+            "[[mqtt.sources]]\ntopic = 'farm/{device}'\nformat = 'number'",
+            "mqtt.sources[0].topic",
+            "farm/{device}",
+            "needs {metric}",
+        ),
+        (
+            "[[mqtt.sources]]\ntopic = 'farm/{device}/{metric}'\nformat = 'senml'",
+            "mqtt.sources[0].format",
+            "senml",
+            "names its own metrics",
+        ),
+        (
+            "[[mqtt.sources]]\ntopic = 'farm/#/{device}'",
+            "mqtt.sources[0].topic",
+            "farm/#/{device}",
+            "a final #",
+        ),
+        (
+            "[[mqtt.sources]]\ntopic = 'farm/x{device}'",
+            "mqtt.sources[0].topic",
+            "farm/x{device}",
+            "needs {device}",
+        ),
+        (
+            "[[mqtt.sources]]\npreset = 'homie'\nformat = 'senml'",
+            "mqtt.sources[0].format",
+            "senml",
+            "knows its own format",
+        ),
+        (
+            "[[mqtt.sources]]\npreset = 'homie'\ngroup = 'a b'",
+            "mqtt.sources[0].group",
+            "a b",
+            "must be 1-64",
+        ),
+        ("[mqtt]\nsources = [1]", "mqtt.sources[0]", 1, "must be a table"),
         # [[devices]]
         ("[[devices]]\nid = 'green house'", "devices[0].id", "green house", "must be 1-64 of"),
         ("[[devices]]\nid = ''", "devices[0].id", "", "must be 1-64 of A-Z a-z 0-9 _ . -"),
@@ -591,6 +660,15 @@ topic_prefix = "site \\"1\\"/devices"
 [auth]
 dashboard_token = "dash-secret"
 admin_token = ""
+
+[[mqtt.sources]]
+preset = "zigbee2mqtt"
+group = "zigbee"
+
+[[mqtt.sources]]
+topic = "farm/{{device}}/{{metric}}"
+format = "number"
+units = {{ temperature = "degF", "Air Temp" = "K" }}
 
 [[devices]]
 id = "greenhouse-3"

@@ -1,5 +1,6 @@
 """MQTT ingest: `{prefix}/+/telemetry` and `{prefix}/+/status` into the
-writer, `{prefix}/+/replies` to the command router.
+writer, `{prefix}/+/replies` to the command router, and the topics of each
+`[[mqtt.sources]]` (`hub.sources`) into the writer like the native ones.
 
 Messages are taken from the connection in batches, normalized, queued for
 the next commit, and acknowledged to the broker only once that commit is
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -20,10 +22,23 @@ from types import TracebackType
 from hub.config import MqttSettings
 from hub.errors import HubClosing
 from hub.ingest.pipeline import Pipeline
-from hub.models import Accepted, LinkEvent, Normalized, RejectReason, Source, is_valid_device_id
+from hub.models import (
+    Accepted,
+    Attribute,
+    LinkEvent,
+    Normalized,
+    RejectReason,
+    Source,
+    is_valid_device_id,
+)
 from hub.mqtt import MqttConnection, MqttMessage, MqttState, MqttStatus
 from hub.normalize import rejected
 from hub.presence import MQTT_LINK
+from hub.sources import base as sources
+from hub.sources import build_sources
+from hub.sources.names import device_id_for
+
+DESCRIBED_MAX = 100_000  # source devices whose name, source and group were stored this run
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +67,20 @@ class MqttIngest:
         # needs: it forgets shared subscriptions when it restarts, even with
         # the session kept. Status and replies stay unshared: every hub sees them.
         share = f"$share/{settings.shared_group}/" if settings.shared_group else ""
+        self.sources = build_sources(settings.sources)
+        self._described: set[str] = set()
+        foreign = [
+            (f"{share if s.telemetry else ''}{s.filter}", settings.qos)
+            for source in self.sources
+            for s in source.subscriptions()
+        ]
         self.connection = MqttConnection(
             settings,
             [
                 (f"{share}{prefix}/+/telemetry", settings.qos),
                 (f"{prefix}/+/status", settings.qos),
                 (f"{prefix}/+/replies", settings.qos),
+                *foreign,
             ],
             high_water=max(10_000, settings.receive_maximum * 2),
             on_lost=self._lost,
@@ -131,13 +154,18 @@ class MqttIngest:
         seen: list[str] = []
         links: list[LinkEvent] = []
         for message in batch:
-            device_id, _, kind = message.topic.removeprefix(prefix).partition("/")
+            if not message.topic.startswith(prefix):
+                self._foreign(message, messages, seen, links)
+                continue
+            device_id, _, kind = message.topic[len(prefix) :].partition("/")
             if kind == "telemetry":
                 messages.append(self._telemetry(message, device_id, seen))
             elif kind == "status":
-                self._status(message, device_id, links, messages)
+                self._status(message, device_id, links, messages, seen)
             elif kind == "replies" and self.on_reply is not None:
                 self.on_reply(device_id, message.payload)
+            elif self.sources:
+                self._foreign(message, messages, seen, links)
         self.metrics.inc("hub_messages_received_total", len(batch), source="mqtt")
         future = await self.writer.enqueue(
             Source.MQTT, int(time.time() * 1000), messages, seen, links
@@ -170,12 +198,103 @@ class MqttIngest:
             self._heard_now(device_id)
         return prepared.normalized
 
+    def _foreign(
+        self,
+        message: MqttMessage,
+        messages: list[Normalized],
+        seen: list[str],
+        links: list[LinkEvent],
+    ) -> None:
+        """A message on a source's topics: the first source that knows the
+        topic says what it means."""
+        for source in self.sources:
+            decoded = source.decode(message.topic, message.payload, message.retain)
+            if decoded is None:
+                continue
+            for item in decoded:
+                self._decoded(source, item, message, messages, seen, links)
+            return
+
+    def _decoded(
+        self,
+        source: sources.Source,
+        item: sources.Decoded,
+        message: MqttMessage,
+        messages: list[Normalized],
+        seen: list[str],
+        links: list[LinkEvent],
+    ) -> None:
+        device_id = device_id_for(item.name)
+        if isinstance(item, sources.Telemetry):
+            prepared = self.pipeline.prepare(
+                Source.MQTT,
+                device_id,
+                message.payload,
+                message.received_ms,
+                item.document,
+                parsed=True,
+                units=item.units,
+                pack=item.senml,
+                origin=(source.label, item.name),
+            )
+            normalized = prepared.normalized
+            if message.retain and normalized.readings:
+                # Handed over on subscribing: a last state of unknown age.
+                normalized = dataclasses.replace(normalized, readings=())
+            messages.append(normalized)
+            if prepared.admitted:
+                seen.append(device_id)
+                self._heard_now(device_id)
+                self._describe(source, device_id, item.name, message.received_ms, messages)
+            return
+        holder = self.pipeline.names.claim(device_id, source.label, item.name)
+        if holder is not None or not self.auth.device_allowed(device_id):
+            return  # refused with a reason when it sends readings
+        if isinstance(item, sources.Availability):
+            _link(device_id, item.online, links, seen)
+            self._heard_now(device_id)
+            self._describe(source, device_id, item.name, message.received_ms, messages)
+        else:
+            messages.append(
+                rejected(
+                    message.payload,
+                    device_id=device_id,
+                    source=Source.MQTT,
+                    received_ms=message.received_ms,
+                    reason=RejectReason.INVALID_VALUE,
+                    detail=f"{source.label}: {item.detail}",
+                )
+            )
+
+    def _describe(
+        self,
+        source: sources.Source,
+        device_id: str,
+        name: str,
+        received_ms: int,
+        messages: list[Normalized],
+    ) -> None:
+        """The first time this run a source's device is heard from: its name
+        there, its source and its group, as attributes."""
+        if device_id in self._described or len(self._described) >= DESCRIBED_MAX:
+            return
+        self._described.add(device_id)
+        described = [
+            Attribute(device_id, "name", name, received_ms),
+            Attribute(device_id, "source", source.label, received_ms),
+        ]
+        if source.group:
+            described.append(Attribute(device_id, "group", source.group, received_ms))
+            self.auth.join_group(device_id, source.group)
+        messages.append(Normalized(attributes=tuple(described)))
+
     def _status(
         self,
         message: MqttMessage,
         device_id: str,
         links: list[LinkEvent],
         messages: list[Normalized],
+        seen: list[str],
     ) -> None:
         text = message.payload.decode("utf-8", errors="replace").strip().lower()
         if not text:
@@ -183,7 +302,7 @@ class MqttIngest:
         if not is_valid_device_id(device_id) or not self.auth.device_allowed(device_id):
             return
         if text in ("online", "offline"):
-            links.append(LinkEvent(device_id, MQTT_LINK, text == "online"))
+            _link(device_id, text == "online", links, seen)
             self._heard_now(device_id)
         else:
             messages.append(
@@ -208,3 +327,12 @@ class MqttIngest:
     @property
     def ready(self) -> bool:
         return self.connection.status.state is MqttState.CONNECTED
+
+
+def _link(device_id: str, online: bool, links: list[LinkEvent], seen: list[str]) -> None:
+    """The device's link came up or went down. A device that says it is
+    offline after a message earlier in the same batch is offline: the writer
+    applies a batch's links before what it heard."""
+    links.append(LinkEvent(device_id, MQTT_LINK, online))
+    if not online:
+        seen[:] = [d for d in seen if d != device_id]

@@ -12,6 +12,7 @@ the dead letters with its reason, and the device is told whether to retry.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from hub.auth import Authenticator
@@ -19,7 +20,8 @@ from hub.errors import HubBusy, HubClosing, StoreError
 from hub.limits import RateLimiter
 from hub.metrics import Metrics
 from hub.models import Normalized, Outcome, Refusal, RejectReason, Source, is_valid_device_id
-from hub.normalize import Rules, normalize, normalize_document, rate_limited, rejected
+from hub.normalize import NO_UNITS, Rules, normalize, normalize_document, rate_limited, rejected
+from hub.sources.names import NATIVE, DeviceNames
 from hub.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,9 @@ class Pipeline:
         limiter: RateLimiter,
         metrics: Metrics,
         ack_timeout: float,
+        names: DeviceNames | None = None,
     ):
+        self.names = DeviceNames() if names is None else names
         self.writer = writer
         self.rules = rules
         self.auth = auth
@@ -70,12 +74,32 @@ class Pipeline:
         document: Any = None,
         *,
         parsed: bool = False,
+        units: Mapping[str, str] = NO_UNITS,
+        pack: bool = False,
+        origin: tuple[str, str] | None = None,
     ) -> Prepared:
         """Rate limit and normalize one message. Over its device's rate, or
         from a device not allowed at all (listed enrollment; on MQTT the
-        broker authenticated it), it becomes a dead letter with that reason.
-        `document` is the message already parsed, when `parsed` (Socket.IO)."""
+        broker authenticated it), or under an id another source holds, it
+        becomes a dead letter with that reason. `document` is the message
+        already parsed, when `parsed` (Socket.IO, a source). `origin`: the
+        source's label and its name for the device (None: the native
+        topics, HTTP and Socket.IO); `units` and `pack` as for `normalize`."""
         valid = is_valid_device_id(device_id)
+        if valid:
+            label, name = origin or (NATIVE, device_id)
+            holder = self.names.claim(device_id, label, name)
+            if holder is not None:
+                shown = "the native topics" if label == NATIVE else f"{label} {name!r}"
+                refused = rejected(
+                    raw,
+                    device_id=device_id,
+                    source=source,
+                    received_ms=received_ms,
+                    reason=RejectReason.DEVICE_ID_CONFLICT,
+                    detail=f"device id {device_id!r} from {shown} is held by {holder}",
+                )
+                return Prepared(refused, admitted=False)
         if valid and not self.auth.device_allowed(device_id):
             refused = rejected(
                 raw,
@@ -99,10 +123,18 @@ class Pipeline:
                 source=source,
                 received_ms=received_ms,
                 rules=self.rules,
+                units=units,
+                pack=pack,
             )
         else:
             normalized = normalize(
-                raw, device_id=device_id, source=source, received_ms=received_ms, rules=self.rules
+                raw,
+                device_id=device_id,
+                source=source,
+                received_ms=received_ms,
+                rules=self.rules,
+                units=units,
+                pack=pack,
             )
         return Prepared(normalized, admitted=valid)
 
