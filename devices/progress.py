@@ -17,7 +17,9 @@ class Tally:
     left unsent at exit), or given up by a full buffer. `buffered` counts the
     messages that waited in a buffer at some point, whatever became of them;
     `waiting` those in a buffer now. `commands` counts the hub's commands the
-    devices answered (ok or not).
+    devices answered (ok or not). `readings` counts the values in the
+    acknowledged messages when they differ from message to message (firmware
+    reports); None means as many in each as there are metrics.
     """
 
     sent: int = 0
@@ -27,15 +29,17 @@ class Tally:
     waiting: int = 0
     dropped: int = 0
     commands: int = 0
+    readings: int | None = None
 
     def summary(self, duration_s: float, metrics: int) -> str:
         """The exit line; scripts parse these key=value names, keep them (and add
         new ones at the end)."""
         rate = self.sent / duration_s if duration_s > 0 else 0.0
+        readings = self.acknowledged * metrics if self.readings is None else self.readings
         return (
             f"sent={self.sent} acknowledged={self.acknowledged} errors={self.errors} "
             f"duration={duration_s:.2f} rate={rate:.1f} msg/s "
-            f"readings={self.acknowledged * metrics} "
+            f"readings={readings} "
             f"buffered={self.buffered} dropped={self.dropped} commands={self.commands}"
         )
 

@@ -223,3 +223,9 @@ def make_signal(metric: str, rng: random.Random) -> Signal:
 def make_signals(metrics: Iterable[str], rng: random.Random) -> dict[str, Signal]:
     """One signal per metric, all drawing on the same generator in order."""
     return {metric: make_signal(metric, rng) for metric in metrics}
+
+
+def seeded(seed: int | None, name: str) -> random.Random:
+    """A generator of its own for `name`, repeatable when `seed` is given."""
+    # A string seed is hashed the same way in every process, unlike hash().
+    return random.Random(f"{seed}/{name}") if seed is not None else random.Random()

@@ -15,18 +15,18 @@ by the device (devices/forwarder.py) and delivered after it reconnects.
 Over MQTT and Socket.IO each device answers the hub's commands: `ping`,
 `get_rate`, and `set_rate`, which gives that device a new timetable from the
 moment it is set.
+
+With `--firmware` the devices publish as Tasmota, Zigbee2MQTT, Homie or
+ESPHome do instead (devices/firmware_sim.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import random
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
@@ -35,14 +35,16 @@ import aiohttp
 from devices.buffer import Buffering, BufferStats
 from devices.device import Device
 from devices.errors import LinkError, SetupError
+from devices.firmware_sim import run_firmware
 from devices.http_link import HttpLink
 from devices.link import Link, SendResult
 from devices.mqtt_link import MqttLink
 from devices.outage import Radio, run_outages
 from devices.progress import Progress, Tally
-from devices.signals import Signal, make_signals
+from devices.signals import Signal, make_signals, seeded
 from devices.sim_options import PROTOCOLS, Options, build_parser, parse_options
 from devices.socketio_link import SocketIOLink
+from devices.stop import Stop, install
 from devices.timetable import Timetable
 
 __all__ = ["PROTOCOLS", "Options", "build_parser", "main", "parse_options", "run"]
@@ -60,23 +62,6 @@ RECONNECT_MAX_S = 2.0
 CLOSE_TIMEOUT_S = 10.0
 # A flushed batch must stay well under the hub's payload limit (64 KiB).
 BATCH_BYTES = 32_768
-
-
-class Stop:
-    """Shutdown requests: the first lets sends finish, a second cuts them off."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.runners: list[Runner] = []
-
-    def __call__(self) -> None:
-        force = self.requested
-        self.requested = True
-        for runner in self.runners:
-            # Only a runner waiting for its next slot is cancelled; one in the
-            # middle of a send finishes it and then sees `requested`.
-            if runner.task is not None and (force or not runner.busy):
-                runner.task.cancel()
 
 
 class Runner:
@@ -220,27 +205,13 @@ def make_link(
     return HttpLink(device_id, options.hub, token=options.token, session=session)
 
 
-def _install(stop: Stop) -> Callable[[], None]:
-    """Route SIGINT and SIGTERM to `stop`; returns the undo."""
-    loop = asyncio.get_running_loop()
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None  # only the main thread receives signals
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop)
-
-    def undo() -> None:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
-
-    return undo
-
-
 async def run(options: Options, tally: Tally, progress: Progress) -> float | None:
     """Run the fleet; the seconds spent sending, or None if devices could not connect."""
     stop = Stop()
-    uninstall = _install(stop)
+    uninstall = install(stop)
     try:
+        if options.firmware is not None:
+            return await run_firmware(options, tally, progress, stop)
         async with AsyncExitStack() as stack:
             session = None
             if options.protocol == "http":
@@ -258,9 +229,9 @@ async def run(options: Options, tally: Tally, progress: Progress) -> float | Non
                     device_id,
                     radio or link,
                     buffer=buffering,
-                    rng=_rng(options.seed, f"{device_id}/reconnect"),
+                    rng=seeded(options.seed, f"{device_id}/reconnect"),
                 )
-                signals = make_signals(options.metrics, _rng(options.seed, device_id))
+                signals = make_signals(options.metrics, seeded(options.seed, device_id))
                 runners.append(Runner(device, signals, tally, progress, radio, options.rate))
             stop.runners = runners
             stack.push_async_callback(_close_all, runners, progress)
@@ -270,11 +241,6 @@ async def run(options: Options, tally: Tally, progress: Progress) -> float | Non
                 return await _send_all(runners, options, stop)
     finally:
         uninstall()
-
-
-def _rng(seed: int | None, device_id: str) -> random.Random:
-    # A string seed is hashed the same way in every process, unlike hash().
-    return random.Random(f"{seed}/{device_id}") if seed is not None else random.Random()
 
 
 async def _connect_all(runners: list[Runner], progress: Progress) -> bool:
@@ -310,7 +276,7 @@ async def _send_all(runners: list[Runner], options: Options, stop: Stop) -> floa
         )
         tasks.append(runner.task)
         if runner.radio is not None and options.offline_every and options.offline_for:
-            rng = _rng(options.seed, f"{device_id}/outages")
+            rng = seeded(options.seed, f"{device_id}/outages")
             outages.append(
                 asyncio.create_task(
                     run_outages(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from devices.buffer import DROP_POLICIES, DropPolicy
+from devices.firmware import FIRMWARES
 
 PROTOCOLS = ("mqtt", "socketio", "http")
 
@@ -32,6 +33,7 @@ class Options:
     flush_rate: float = 100.0
     offline_every: float | None = None
     offline_for: float | None = None
+    firmware: str | None = None
 
 
 def _positive_int(text: str) -> int:
@@ -98,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
             "a link was down, 'dropped' those a full buffer gave up, 'commands' the hub's "
             "commands answered (over MQTT and Socket.IO devices answer ping, get_rate and "
             "set_rate). Exit status: 0 if every message was delivered or buffered and none "
-            "was refused or left unsent, 1 otherwise, 2 for bad arguments."
+            "was refused or left unsent, 1 otherwise, 2 for bad arguments. With --firmware, "
+            "'sent' counts the publishes of the devices' reports (a report may be several, "
+            "each acknowledged at QoS 1) and 'readings' the values in those acknowledged."
         ),
     )
     add = parser.add_argument
@@ -187,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long each simulated outage lasts; less than --offline-every",
     )
+    add(
+        "--firmware",
+        choices=FIRMWARES,
+        default=None,
+        help="publish as this firmware does, for the hub's [[mqtt.sources]] presets, instead "
+        "of PREFIX/ID/telemetry: its topics, payloads, units, retained announcements and "
+        "Last Will; MQTT only. The devices report what that firmware's sensors read "
+        "(temperature and humidity; pressure, battery, Wi-Fi or motion where it has them) at "
+        "--rate; --metrics, --prefix and --buffer do not apply, nor commands",
+    )
     return parser
 
 
@@ -198,4 +212,10 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         parser.error("--offline-every and --offline-for go together")
     if args.offline_every is not None and args.offline_for >= args.offline_every:
         parser.error("--offline-for must be less than --offline-every")
+    if args.firmware is not None and args.protocol != "mqtt":
+        parser.error(
+            f"--firmware publishes over MQTT; it cannot go with --protocol {args.protocol}"
+        )
+    if args.firmware is not None and args.offline_every is not None:
+        parser.error("--offline-every does not go with --firmware")
     return Options(**vars(args))

@@ -2,12 +2,18 @@
 devices, and the dashboard's address. Ctrl-C stops everything, devices first,
 then the hub (which drains), then the broker it started.
 
-    python -m hub.demo [--config PATH] [--devices 5] [--rate 1]
+Over MQTT a mixed fleet joins them: two more devices for each firmware the hub
+has a `[[mqtt.sources]]` preset for (Tasmota, Zigbee2MQTT, Homie, ESPHome),
+each publishing as that firmware does; the hub gets the four presets (in
+HUB_MQTT__SOURCES, beside any sources config.toml has).
+
+    python -m hub.demo [--config PATH] [--devices 5] [--rate 1] [--firmware-devices 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -20,7 +26,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from hub.config import config_path, load_settings
+from hub.config import PRESETS, SourceSettings, config_path, load_settings
 from hub.errors import ConfigError
 
 INSTALL_HINT = (
@@ -86,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", metavar="PATH")
     parser.add_argument("--devices", type=int, default=5)
     parser.add_argument("--rate", type=float, default=1.0, help="messages/s per device")
+    parser.add_argument(
+        "--firmware-devices",
+        type=int,
+        default=2,
+        metavar="N",
+        help="devices per firmware (Tasmota, Zigbee2MQTT, Homie, ESPHome) over MQTT; 0: none",
+    )
     args = parser.parse_args(argv)
     path = config_path(args.config, os.environ)
     try:
@@ -118,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         environment["HUB_MQTT__ENABLED"] = "false"
         protocol = "http"
 
+    firmwares = PRESETS if protocol == "mqtt" and args.firmware_devices > 0 else ()
+    if firmwares:
+        environment["HUB_MQTT__SOURCES"] = with_presets(settings.mqtt.sources)
+
     port = settings.server.port
     if answers(settings.server.host, port):
         port = free_port()
@@ -136,9 +153,19 @@ def main(argv: list[str] | None = None) -> int:
         wait_ready(hub_url, hub)
         sim = simulator(args.devices, args.rate, protocol, broker, hub_url, environment)
         children.append(("devices", sim))
+        for firmware in firmwares:
+            sim = simulator(
+                args.firmware_devices, args.rate, protocol, broker, hub_url, environment, firmware
+            )
+            children.append((f"devices ({firmware})", sim))
+        mixed = (
+            f", and {args.firmware_devices} more per firmware publish as {', '.join(firmwares)} do"
+            if firmwares
+            else ""
+        )
         print(
             f"\n  Dashboard: {hub_url}/\n\n  {args.devices} simulated devices send over "
-            f"{protocol}. Ctrl-C stops everything.\n",
+            f"{protocol}{mixed}. Ctrl-C stops everything.\n",
             flush=True,
         )
         return run_until_interrupted(children)
@@ -176,13 +203,39 @@ def stop_all(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
 
 
 def simulator(
-    devices: int, rate: float, protocol: str, broker: str, hub_url: str, env: dict[str, str]
+    devices: int,
+    rate: float,
+    protocol: str,
+    broker: str,
+    hub_url: str,
+    env: dict[str, str],
+    firmware: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`telemetry-sim` with `devices` devices, until stopped."""
+    """`telemetry-sim` with `devices` devices (of `firmware`), until stopped."""
     command = [sys.executable, "-m", "devices.sim", "--devices", str(devices)]
     command += ["--rate", str(rate), "--protocol", protocol, "--broker", broker]
     command += ["--hub", hub_url, "--duration", "0", "--quiet"]
+    if firmware is not None:
+        command += ["--firmware", firmware]
     return subprocess.Popen(command, env=env, process_group=0)
+
+
+def with_presets(sources: tuple[SourceSettings, ...]) -> str:
+    """HUB_MQTT__SOURCES: the sources configured, and each firmware preset
+    they lack, as a JSON array of tables."""
+    tables: list[dict[str, object]] = [
+        {
+            "preset": source.preset,
+            "topic": source.topic,
+            "format": source.format,
+            "units": dict(source.units),
+            "group": source.group,
+        }
+        for source in sources
+    ]
+    configured = {source.preset for source in sources}
+    tables += [{"preset": preset} for preset in PRESETS if preset not in configured]
+    return json.dumps(tables)
 
 
 if __name__ == "__main__":
