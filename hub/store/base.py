@@ -23,6 +23,7 @@ from hub.models import (
     WriteBatch,
     WriteOutcome,
 )
+from hub.store.device_pages import DevicePage, DeviceQuery
 from hub.store.feed import Follower
 
 
@@ -92,6 +93,9 @@ class Store(Protocol):
     async def metric_unit(self, device_id: str, metric: str) -> str | None: ...
 
     async def devices(self) -> list[DeviceRecord]: ...
+
+    async def device_page(self, query: DeviceQuery) -> DevicePage:
+        """One page of devices in id order (`hub.store.device_pages`)."""
 
     async def rejections(self, limit: int) -> list[Rejection]: ...
 

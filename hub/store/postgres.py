@@ -55,6 +55,7 @@ from hub.models import (
     WriteBatch,
     WriteOutcome,
 )
+from hub.store.device_pages import DevicePage, DeviceQuery, finish, like_pattern
 from hub.store.feed import Committed, Feed, Follower
 from hub.store.postgres_schema import MIGRATIONS
 from hub.store.reads import FAR, buckets_of, device_records, oldest_first, window
@@ -493,6 +494,39 @@ class PostgresStore:
             ),
         )
 
+    async def device_page(self, query: DeviceQuery) -> DevicePage:
+        where, params = _page_filters(query)
+        after, limit = len(params) + 1, len(params) + 2
+        rows = await self._fetch(
+            "SELECT device_id, first_seen, last_seen, online FROM devices d "
+            f"WHERE d.device_id > ${after}{where} ORDER BY d.device_id LIMIT ${limit}",
+            *params,
+            query.after,
+            query.limit + 1,
+        )
+        ((total,),) = await self._fetch(
+            f"SELECT count(*) FROM devices d WHERE true{where}", *params
+        )
+        ids = [row[0] for row in rows]
+        metrics = await self._fetch(
+            "SELECT device_id, metric, unit, ts, value FROM metrics "
+            "WHERE device_id = ANY($1::text[]) ORDER BY device_id, metric",
+            ids,
+        )
+        attributes = await self._fetch(
+            "SELECT device_id, name, value, ts FROM attributes "
+            "WHERE device_id = ANY($1::text[]) ORDER BY device_id, name",
+            ids,
+        )
+        known: set[str] = set()
+        if query.listed:
+            found = await self._fetch(
+                "SELECT device_id FROM devices WHERE device_id = ANY($1::text[])",
+                list(query.listed),
+            )
+            known = {device_id for (device_id,) in found}
+        return finish(device_records(rows, metrics, attributes), int(total), query, known)
+
     async def rejections(self, limit: int) -> list[Rejection]:
         rows = await self._fetch(
             "SELECT source, device_id, reason, detail, received_ms, excerpt FROM rejections "
@@ -786,6 +820,39 @@ async def migrate(db: Db) -> None:
             "INSERT INTO meta(key, value) VALUES ('epoch', $1) ON CONFLICT (key) DO NOTHING",
             secrets.token_hex(8),
         )
+
+
+def _page_filters(query: DeviceQuery) -> tuple[str, list[Any]]:
+    """The WHERE conditions of a device page (after `WHERE ...`), and their
+    parameters ($1 on): each filter served by an index (schema 2)."""
+    sql = ""
+    params: list[Any] = []
+
+    def mark(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    if query.status == "offline":
+        sql += " AND NOT d.online"
+    elif query.status == "online":
+        sql += f" AND d.online AND d.last_seen >= {mark(query.stale_before)}"
+    elif query.status == "stale":
+        sql += f" AND d.online AND d.last_seen < {mark(query.stale_before)}"
+    if query.group:
+        sql += (
+            " AND (d.device_id IN (SELECT device_id FROM attributes"
+            f" WHERE name = 'group' AND value = {mark(query.group)})"
+            f" OR d.device_id = ANY({mark(list(query.members))}::text[]))"
+        )
+    if query.q:
+        like = mark(like_pattern(query.q))
+        sql += (
+            f" AND (d.device_id ILIKE {like}"
+            f" OR d.device_id IN (SELECT device_id FROM metrics WHERE metric ILIKE {like})"
+            f" OR d.device_id IN (SELECT device_id FROM attributes WHERE value ILIKE {like})"
+            f" OR d.device_id = ANY({mark(list(query.q_members))}::text[]))"
+        )
+    return sql, params
 
 
 def redacted(url: str) -> str:

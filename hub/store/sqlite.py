@@ -38,6 +38,14 @@ from hub.models import (
 )
 from hub.store import transaction
 from hub.store.checkpoints import Checkpoints, WalMeter, passive
+from hub.store.device_pages import (
+    SEARCH_MIN,
+    DevicePage,
+    DeviceQuery,
+    finish,
+    like_pattern,
+    search_phrase,
+)
 from hub.store.feed import Committed, Feed, Follower
 from hub.store.migrations import MIGRATIONS
 from hub.store.reads import FAR, buckets_of, device_records, oldest_first, window
@@ -395,6 +403,34 @@ class SqliteStore:
             ),
         )
 
+    async def device_page(self, query: DeviceQuery) -> DevicePage:
+        where, params = _page_filters(query)
+        rows = await self._fetch(
+            "SELECT device_id, first_seen, last_seen, online FROM devices d "
+            f"WHERE d.device_id > :after{where} ORDER BY d.device_id LIMIT :limit",
+            {**params, "after": query.after, "limit": query.limit + 1},
+        )
+        ((total,),) = await self._fetch(f"SELECT count(*) FROM devices d WHERE true{where}", params)
+        ids = orjson.dumps([row[0] for row in rows]).decode()
+        metrics = await self._fetch(
+            "SELECT device_id, metric, unit, ts, value FROM metrics "
+            "WHERE device_id IN (SELECT value FROM json_each(?)) ORDER BY device_id, metric",
+            (ids,),
+        )
+        attributes = await self._fetch(
+            "SELECT device_id, name, value, ts FROM attributes "
+            "WHERE device_id IN (SELECT value FROM json_each(?)) ORDER BY device_id, name",
+            (ids,),
+        )
+        known: set[str] = set()
+        if query.listed:
+            found = await self._fetch(
+                "SELECT device_id FROM devices WHERE device_id IN (SELECT value FROM json_each(?))",
+                (orjson.dumps(query.listed).decode(),),
+            )
+            known = {device_id for (device_id,) in found}
+        return finish(device_records(rows, metrics, attributes), int(total), query, known)
+
     async def rejections(self, limit: int) -> list[Rejection]:
         rows = await self._fetch(
             "SELECT source, device_id, reason, detail, received_ms, excerpt FROM rejections "
@@ -469,3 +505,42 @@ def _seq_range(seq: int, upto: int, device_ids: Collection[str] | None) -> tuple
         f"(SELECT id FROM devices WHERE device_id IN ({marks}))",
         [seq, upto, *device_ids],
     )
+
+
+def _page_filters(query: DeviceQuery) -> tuple[str, dict[str, Any]]:
+    """The WHERE conditions of a device page (after `WHERE ...`), and their
+    parameters: each filter served by an index (migration 4)."""
+    sql = ""
+    params: dict[str, Any] = {"stale_before": query.stale_before}
+    if query.status == "offline":
+        sql += " AND d.online = 0"
+    elif query.status == "online":
+        sql += " AND d.online = 1 AND d.last_seen >= :stale_before"
+    elif query.status == "stale":
+        sql += " AND d.online = 1 AND d.last_seen < :stale_before"
+    if query.group:
+        sql += (
+            " AND (d.device_id IN (SELECT device_id FROM attributes"
+            " WHERE name = 'group' AND value = :group)"
+            " OR d.device_id IN (SELECT value FROM json_each(:members)))"
+        )
+        params["group"] = query.group
+        params["members"] = orjson.dumps(query.members).decode()
+    if query.q:
+        if len(query.q) >= SEARCH_MIN:
+            match = (
+                "d.device_id IN (SELECT r.device_id FROM device_search s"
+                " JOIN search_rows r ON r.id = s.rowid WHERE device_search MATCH :phrase)"
+            )
+            params["phrase"] = search_phrase(query.q)
+        else:  # too short for trigrams: a scan
+            match = (
+                "d.device_id LIKE :like ESCAPE '\\' OR d.device_id IN"
+                " (SELECT device_id FROM metrics WHERE metric LIKE :like ESCAPE '\\')"
+                " OR d.device_id IN"
+                " (SELECT device_id FROM attributes WHERE value LIKE :like ESCAPE '\\')"
+            )
+            params["like"] = like_pattern(query.q)
+        sql += f" AND ({match} OR d.device_id IN (SELECT value FROM json_each(:q_members)))"
+        params["q_members"] = orjson.dumps(query.q_members).decode()
+    return sql, params
