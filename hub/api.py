@@ -131,6 +131,17 @@ def api(
         answer.sort(key=lambda d: str(d["device_id"]))
         return jsonify({"devices": answer}), 200
 
+    @blueprint.get("/api/devices/counts")
+    async def device_counts() -> tuple[Response, int]:
+        """How many devices by status (online, stale, offline) and by group,
+        for a dashboard that shows one page of a large fleet."""
+        refused = _dashboard_refusal(auth)
+        if refused is not None:
+            return refused
+        stale_before = int(time.time() * 1000) - info["stale_after_ms"]
+        counts = await store.device_counts(stale_before, auth.members, auth.listed)
+        return jsonify(counts.to_wire()), 200
+
     @blueprint.get("/api/devices/<device_id>/readings")
     async def readings(device_id: str) -> tuple[Response, int]:
         refused = _dashboard_refusal(auth)

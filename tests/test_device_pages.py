@@ -195,3 +195,18 @@ async def test_search_follows_a_changed_attribute(store: Store) -> None:
     await store.write(WriteBatch(attributes=(Attribute("dev-005", "fw", "v10", NOW + 2),)))
     gone = await store.device_page(DeviceQuery(limit=10, q="9.99-b"))
     assert gone.records == []
+
+
+async def test_counts_by_status_and_group(store: Store) -> None:
+    counts = await store.device_counts(
+        stale_before(),
+        {"east": ["dev-001", "listed-a"], "north": ["dev-001"]},
+        ["listed-a", "dev-002"],
+    )
+    assert counts.status == {"online": COUNT // 4, "stale": COUNT // 4, "offline": COUNT // 2 + 1}
+    assert counts.total == COUNT + 1
+    assert counts.groups == {
+        "east": 2,
+        "north": COUNT // 3 + 1,  # dev-001 is in north by the config, not by its attribute
+        "south": COUNT // 3,
+    }

@@ -78,6 +78,17 @@ async def test_pages_over_http(settings: Settings) -> None:
         _, offline = await get(running, limit=100, status="offline")
         assert [d["device_id"] for d in offline["devices"]] == ["quiet-one"]
 
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{running.url}/api/devices/counts") as response,
+        ):
+            counts = await response.json()
+        assert counts == {
+            "total": 13,
+            "status": {"online": 12, "stale": 0, "offline": 1},
+            "groups": {"lab": 3},
+        }
+
         status, everything = await get(running)
         assert status == 200
         assert set(everything) == {"devices"}

@@ -11,7 +11,7 @@ writer committed it (`hub.store.feed`).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Protocol
 
 from hub.models import (
@@ -23,7 +23,7 @@ from hub.models import (
     WriteBatch,
     WriteOutcome,
 )
-from hub.store.device_pages import DevicePage, DeviceQuery
+from hub.store.device_pages import DeviceCounts, DevicePage, DeviceQuery
 from hub.store.feed import Follower
 
 
@@ -96,6 +96,12 @@ class Store(Protocol):
 
     async def device_page(self, query: DeviceQuery) -> DevicePage:
         """One page of devices in id order (`hub.store.device_pages`)."""
+
+    async def device_counts(
+        self, stale_before: int, members: Mapping[str, Collection[str]], listed: Collection[str]
+    ) -> DeviceCounts:
+        """How many devices by status and group; `members`: the groups the
+        config gives, `listed`: the [[devices]] ids."""
 
     async def rejections(self, limit: int) -> list[Rejection]: ...
 

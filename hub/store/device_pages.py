@@ -58,6 +58,33 @@ class DevicePage:
     total: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceCounts:
+    """How many devices there are, by status and by group."""
+
+    total: int
+    status: dict[str, int]
+    groups: dict[str, int]
+
+    def to_wire(self) -> dict[str, object]:
+        return {"total": self.total, "status": self.status, "groups": self.groups}
+
+
+def counts_of(
+    by_status: list[tuple[bool, bool, int]],
+    by_group: dict[str, int],
+    unseen: int,
+) -> DeviceCounts:
+    """The counts from (online, heard within stale_after, count) rows and the
+    groups' sizes, with `unseen` listed devices never heard from (offline)."""
+    status: dict[str, int] = dict.fromkeys(STATUSES, 0)
+    for online, fresh, count in by_status:
+        key = "offline" if not online else "online" if fresh else "stale"
+        status[key] += int(count)
+    status["offline"] += unseen
+    return DeviceCounts(sum(status.values()), status, dict(sorted(by_group.items())))
+
+
 def like_pattern(text: str) -> str:
     """`text` as a LIKE substring pattern, `\\` escaping its wildcards."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

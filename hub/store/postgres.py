@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -55,7 +55,14 @@ from hub.models import (
     WriteBatch,
     WriteOutcome,
 )
-from hub.store.device_pages import DevicePage, DeviceQuery, finish, like_pattern
+from hub.store.device_pages import (
+    DeviceCounts,
+    DevicePage,
+    DeviceQuery,
+    counts_of,
+    finish,
+    like_pattern,
+)
 from hub.store.feed import Committed, Feed, Follower
 from hub.store.postgres_schema import MIGRATIONS
 from hub.store.reads import FAR, buckets_of, device_records, oldest_first, window
@@ -526,6 +533,32 @@ class PostgresStore:
             )
             known = {device_id for (device_id,) in found}
         return finish(device_records(rows, metrics, attributes), int(total), query, known)
+
+    async def device_counts(
+        self, stale_before: int, members: Mapping[str, Collection[str]], listed: Collection[str]
+    ) -> DeviceCounts:
+        by_status = await self._fetch(
+            "SELECT online, last_seen >= $1, count(*) FROM devices GROUP BY 1, 2", stale_before
+        )
+        by_group = {
+            group: int(count)
+            for group, count in await self._fetch(
+                "SELECT value, count(*) FROM attributes WHERE name = 'group' GROUP BY value"
+            )
+        }
+        for group, ids in members.items():  # config groups: their members, with the attribute's
+            ((count,),) = await self._fetch(
+                "SELECT count(*) FROM (SELECT unnest($1::text[]) UNION "
+                "SELECT device_id FROM attributes WHERE name = 'group' AND value = $2) m",
+                sorted(ids),
+                group,
+            )
+            by_group[group] = int(count)
+        known = await self._fetch(
+            "SELECT count(*) FROM devices WHERE device_id = ANY($1::text[])", list(listed)
+        )
+        unseen = len(set(listed)) - int(known[0][0])
+        return counts_of([(bool(o), bool(f), int(n)) for o, f, n in by_status], by_group, unseen)
 
     async def rejections(self, limit: int) -> list[Rejection]:
         rows = await self._fetch(

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import secrets
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -40,8 +40,10 @@ from hub.store import transaction
 from hub.store.checkpoints import Checkpoints, WalMeter, passive
 from hub.store.device_pages import (
     SEARCH_MIN,
+    DeviceCounts,
     DevicePage,
     DeviceQuery,
+    counts_of,
     finish,
     like_pattern,
     search_phrase,
@@ -430,6 +432,32 @@ class SqliteStore:
             )
             known = {device_id for (device_id,) in found}
         return finish(device_records(rows, metrics, attributes), int(total), query, known)
+
+    async def device_counts(
+        self, stale_before: int, members: Mapping[str, Collection[str]], listed: Collection[str]
+    ) -> DeviceCounts:
+        by_status = await self._fetch(
+            "SELECT online, last_seen >= ?, count(*) FROM devices GROUP BY 1, 2", (stale_before,)
+        )
+        by_group = {
+            group: int(count)
+            for group, count in await self._fetch(
+                "SELECT value, count(*) FROM attributes WHERE name = 'group' GROUP BY value", ()
+            )
+        }
+        for group, ids in members.items():  # config groups: their members, with the attribute's
+            ((count,),) = await self._fetch(
+                "SELECT count(*) FROM (SELECT value AS device_id FROM json_each(?) UNION "
+                "SELECT device_id FROM attributes WHERE name = 'group' AND value = ?)",
+                (orjson.dumps(sorted(ids)).decode(), group),
+            )
+            by_group[group] = int(count)
+        known = await self._fetch(
+            "SELECT count(*) FROM devices WHERE device_id IN (SELECT value FROM json_each(?))",
+            (orjson.dumps(list(listed)).decode(),),
+        )
+        unseen = len(set(listed)) - int(known[0][0])
+        return counts_of([(bool(o), bool(f), int(n)) for o, f, n in by_status], by_group, unseen)
 
     async def rejections(self, limit: int) -> list[Rejection]:
         rows = await self._fetch(
