@@ -141,6 +141,7 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         tick=settings.broadcast.tick,
         frame_rate=settings.broadcast.frame_rate,
         hold_max=settings.replay.max_backlog,
+        presence_rate=settings.broadcast.presence_rate,
     )
     writer = Writer(
         store,

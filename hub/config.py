@@ -173,6 +173,7 @@ class BroadcastSettings:
     tick: Seconds = 0.02
     frame_rate: Annotated[float, Range(0, 1_000_000)] = 5000.0
     poll_rate: Annotated[float, Range(0, 1_000_000)] = 2000.0
+    presence_rate: Annotated[float, Range(1, 1_000_000)] = 5000.0
 
 
 @dataclass(frozen=True, slots=True)
