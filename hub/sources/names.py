@@ -56,42 +56,42 @@ class Holder(NamedTuple):
         return "a native device" if self.source == NATIVE else f"{self.source} {self.name!r}"
 
 
+NATIVE_HOLDER = Holder(NATIVE, "")  # one for every native device: memory per id stays a dict slot
+
+
 class DeviceNames:
     """Which source holds each device id: the first to use it."""
 
     def __init__(self) -> None:
         self._holders: dict[str, Holder] = {}
-        self._named: set[str] = set()  # ids whose holder's name is known exactly
 
     def load(self, records: Iterable[DeviceRecord]) -> None:
         """The holders of the devices the store knows: their `source` and
-        `name` attributes, or the native topics for a device without."""
+        `name` attributes (written together, in one commit), or the native
+        topics for a device without."""
         for record in records:
             found = {a.name: a.value for a in record.attributes if a.name in ("source", "name")}
-            source = found.get("source") or NATIVE
+            source = found.get("source")
+            if not source:
+                self._holders[record.device_id] = NATIVE_HOLDER
+                continue
             self._holders[record.device_id] = Holder(source, found.get("name", record.device_id))
-            if "name" in found:
-                self._named.add(record.device_id)
 
     def claim(self, device_id: str, source: str, name: str) -> Holder | None:
         """Take `device_id` for `source`'s device `name`; the holder that
         keeps it from them, or None when it is theirs."""
         holder = self._holders.get(device_id)
         if holder is None:
+            if source == NATIVE:
+                self._holders[device_id] = NATIVE_HOLDER
+                return None
             self._holders[device_id] = Holder(source, name)
-            self._named.add(device_id)
             return None
         if holder.source != source:
             return holder
         if source == NATIVE or holder.name == name:
             return None
-        if device_id not in self._named:
-            # Read back from the store, where only the id was known: the
-            # first name of this source is its own.
-            self._holders[device_id] = Holder(source, name)
-            self._named.add(device_id)
-            return None
-        return holder
+        return holder  # two names of one source that map to one id (a hash collision)
 
     def __len__(self) -> int:
         return len(self._holders)
