@@ -72,7 +72,7 @@ class Hub:
         stack = self._stack
         await self.store.open()
         stack.push_async_callback(self.store.close)
-        known = await self.store.devices()
+        known = await self.store.known_devices()
         self.presence.load(known)
         self.names.load(known)
         stack.push_async_callback(self._disconnect_clients)

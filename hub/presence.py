@@ -14,9 +14,10 @@ through a million ids, say).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from hub.models import DeviceRecord, PresenceChange
+from hub.models import DeviceRecord, KnownDevice, PresenceChange
 
 MQTT_LINK = "mqtt"
 
@@ -37,7 +38,7 @@ class Presence:
         """Devices held: those online or holding a link."""
         return len(self._devices)
 
-    def load(self, records: list[DeviceRecord]) -> None:
+    def load(self, records: Iterable[DeviceRecord | KnownDevice]) -> None:
         """Start from the store. Links did not survive the restart: devices that
         were online stay so until they reconnect or time out."""
         for record in records:

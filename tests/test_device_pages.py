@@ -210,3 +210,19 @@ async def test_counts_by_status_and_group(store: Store) -> None:
         "north": COUNT // 3 + 1,  # dev-001 is in north by the config, not by its attribute
         "south": COUNT // 3,
     }
+
+
+async def test_known_devices_give_presence_and_holders(store: Store) -> None:
+    await store.write(
+        WriteBatch(
+            attributes=(
+                Attribute("dev-003", "source", "zigbee2mqtt", NOW),
+                Attribute("dev-003", "name", "kitchen/weather", NOW),
+            )
+        )
+    )
+    known = {k.device_id: k for k in await store.known_devices()}
+    assert len(known) == COUNT
+    assert (known["dev-000"].online, known["dev-000"].last_seen) == (True, NOW)
+    assert (known["dev-001"].online, known["dev-001"].source) == (False, None)
+    assert (known["dev-003"].source, known["dev-003"].name) == ("zigbee2mqtt", "kitchen/weather")

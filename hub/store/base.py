@@ -18,6 +18,7 @@ from hub.models import (
     Bucket,
     CommandRecord,
     DeviceRecord,
+    KnownDevice,
     Reading,
     Rejection,
     WriteBatch,
@@ -93,6 +94,10 @@ class Store(Protocol):
     async def metric_unit(self, device_id: str, metric: str) -> str | None: ...
 
     async def devices(self) -> list[DeviceRecord]: ...
+
+    async def known_devices(self) -> list[KnownDevice]:
+        """Each device's presence and holder, for the hub's start (cheaper
+        than `devices`: no latest values)."""
 
     async def device_page(self, query: DeviceQuery) -> DevicePage:
         """One page of devices in id order (`hub.store.device_pages`)."""

@@ -46,6 +46,7 @@ from hub.models import (
     Bucket,
     CommandRecord,
     DeviceRecord,
+    KnownDevice,
     PendingReading,
     PresenceChange,
     Reading,
@@ -500,6 +501,17 @@ class PostgresStore:
                 "SELECT device_id, name, value, ts FROM attributes ORDER BY device_id, name"
             ),
         )
+
+    async def known_devices(self) -> list[KnownDevice]:
+        rows = await self._fetch(
+            "SELECT d.device_id, d.online, d.last_seen, s.value, n.value FROM devices d "
+            "LEFT JOIN attributes s ON s.device_id = d.device_id AND s.name = 'source' "
+            "LEFT JOIN attributes n ON n.device_id = d.device_id AND n.name = 'name'"
+        )
+        return [
+            KnownDevice(d, bool(online), last, source, name)
+            for d, online, last, source, name in rows
+        ]
 
     async def device_page(self, query: DeviceQuery) -> DevicePage:
         where, params = _page_filters(query)
