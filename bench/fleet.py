@@ -358,7 +358,7 @@ def kb_per_device(after: dict[str, int], before: dict[str, int], size: int) -> d
 BOUNDS = {
     "presence, online by data": "devices online or holding a link (hub/presence.py)",
     "presence, online by an MQTT link": "devices online or holding a link (hub/presence.py)",
-    "rate limiter buckets": "at most limits.MAX_TRACKED, least recently used evicted",
+    "rate limiter buckets": "at most limits.MAX_TRACKED; a bucket full again is forgotten",
     "device names (holders)": "every device id known: loaded from the store at startup",
     "MQTT: devices heard": "at most 100,000 (hub/ingest/mqtt.py _heard_now)",
     "MQTT: decoded topics": "at most mqtt.TOPICS_KEPT, then cleared",
@@ -872,6 +872,8 @@ def listed_hub(db: Path, mqtt_url: str, config: Path, requests: int) -> dict[str
     """The hub restarted with every device listed in [[devices]]."""
     running = start_hub(db, mqtt_url, config)
     try:
+        time.sleep(SETTLE)
+        idle = memory(running.pid)
         client = Http(running.port)
         client.get(f"/api/devices?limit={PAGE}")
         times = [client.get(f"/api/devices?limit={PAGE}")[0] * 1000 for _ in range(requests)]
@@ -885,7 +887,7 @@ def listed_hub(db: Path, mqtt_url: str, config: Path, requests: int) -> dict[str
             "first_page_p50_ms": percentile(times, 0.5),
             "first_page_p99_ms": percentile(times, 0.99),
             "group_p99_ms": percentile(group, 0.99),
-            "anon": memory(running.pid)["anon"],
+            "memory": idle,
         }
     finally:
         stop_hub(running)
@@ -1234,6 +1236,15 @@ def rows(options: Options) -> list[Row]:
             lambda r: r["listed"]["startup_s"],
             "s",
             "{:,.2f}",
+        ),
+        Row(
+            "hub anonymous memory per device with N [[devices]] listed, idle (KB)",
+            lambda r: (
+                (r["listed"]["memory"]["anon"] - r["memory"]["empty"]["anon"]) / 1024 / r["devices"]
+            ),
+            "KB",
+            "{:,.2f}",
+            limit=1.0,
         ),
         Row(
             "device API p50 / p99 with N [[devices]] listed, first page (ms)",
