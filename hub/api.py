@@ -115,7 +115,7 @@ def api(
             return refused
         if "limit" in request.args:
             try:
-                query = _device_query(auth, info["stale_after_ms"])
+                query = _device_query(info["stale_after_ms"])
             except QueryError as exc:
                 return jsonify({"error": str(exc)}), 400
             page = await store.device_page(query)
@@ -139,7 +139,7 @@ def api(
         if refused is not None:
             return refused
         stale_before = int(time.time() * 1000) - info["stale_after_ms"]
-        counts = await store.device_counts(stale_before, auth.members, auth.listed)
+        counts = await store.device_counts(stale_before)
         return jsonify(counts.to_wire()), 200
 
     @blueprint.get("/api/devices/<device_id>/readings")
@@ -246,7 +246,7 @@ def _device(record: DeviceRecord, presence: Presence, auth: Authenticator) -> di
     }
 
 
-def _device_query(auth: Authenticator, stale_after_ms: int) -> DeviceQuery:
+def _device_query(stale_after_ms: int) -> DeviceQuery:
     """`limit`, `after`, `q`, `group` and `status` of a device page."""
     limit = _integer("limit")
     if limit is None or not 1 <= limit <= MAX_PAGE:
@@ -257,23 +257,13 @@ def _device_query(auth: Authenticator, stale_after_ms: int) -> DeviceQuery:
     q = request.args.get("q", "").strip()
     if len(q) > MAX_QUERY:
         raise QueryError("q", q[:40], f"must be at most {MAX_QUERY} characters")
-    group = request.args.get("group", "")
-    needle = q.lower()
     return DeviceQuery(
         limit=limit,
         after=request.args.get("after", ""),
         q=q,
-        group=group,
+        group=request.args.get("group", ""),
         status=status,
         stale_before=int(time.time() * 1000) - stale_after_ms,
-        members=tuple(sorted(auth.members.get(group, ()))) if group else (),
-        q_members=tuple(
-            sorted(d for g, ds in auth.members.items() if needle in g.lower() for d in ds)
-        )
-        if q
-        else (),
-        listed=auth.listed,
-        listed_groups={d: auth.groups[d] for d in auth.listed if d in auth.groups},
     )
 
 

@@ -72,6 +72,7 @@ class Hub:
         stack = self._stack
         await self.store.open()
         stack.push_async_callback(self.store.close)
+        await self.store.enroll([(d.id, d.group) for d in self.settings.devices])
         known = await self.store.known_devices()
         self.presence.load(known)
         self.names.load(known)

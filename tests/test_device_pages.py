@@ -148,35 +148,32 @@ async def test_each_filter_pages_and_counts_its_matches(
     assert total == len(expected)
 
 
-async def test_groups_of_the_config_and_listed_devices_never_heard_from(store: Store) -> None:
-    listed = ("dev-001", "listed-a", "listed-b", "zzz-listed")
-    groups = {"listed-a": "east", "dev-001": "east"}
-    query = DeviceQuery(
-        limit=100,
-        group="east",
-        members=("dev-001", "listed-a"),
-        listed=listed,
-        listed_groups=groups,
-    )
-    ids, total = await walk(store, query)
+async def test_listed_devices_are_found_before_they_are_heard_from(store: Store) -> None:
+    await store.enroll([("dev-001", "east"), ("listed-a", "east"), ("listed-b", ""), ("zzz-l", "")])
+    ids, total = await walk(store, DeviceQuery(limit=100, group="east"))
     assert (ids, total) == (["dev-001", "listed-a"], 2)
 
-    everything = DeviceQuery(limit=50, listed=listed, listed_groups=groups)
-    ids, total = await walk(store, everything)
+    ids, total = await walk(store, DeviceQuery(limit=50))
     assert total == COUNT + 3
-    assert ids == sorted([device(i) for i in range(COUNT)] + ["listed-a", "listed-b", "zzz-listed"])
-    first = await store.device_page(DeviceQuery(limit=1, listed=listed))
-    assert first.records[0].device_id == "dev-000"
+    assert ids == sorted([device(i) for i in range(COUNT)] + ["listed-a", "listed-b", "zzz-l"])
 
-    unseen = await store.device_page(DeviceQuery(limit=10, q="listed-", listed=listed))
-    assert [(r.device_id, r.first_seen) for r in unseen.records] == [
-        ("listed-a", 0),
-        ("listed-b", 0),
+    unseen = await store.device_page(DeviceQuery(limit=10, q="listed-"))
+    assert [(r.device_id, r.first_seen, r.online) for r in unseen.records] == [
+        ("listed-a", 0, False),
+        ("listed-b", 0, False),
     ]
     offline = await store.device_page(
-        DeviceQuery(limit=500, status="offline", listed=listed, stale_before=stale_before())
+        DeviceQuery(limit=500, status="offline", stale_before=stale_before())
     )
     assert offline.total == COUNT // 2 + 3
+
+    # heard from at last: its first_seen is when
+    await store.write(WriteBatch(seen={"listed-a": NOW + 9}))
+    (heard,) = (await store.device_page(DeviceQuery(limit=1, after="listed-"))).records
+    assert (heard.device_id, heard.first_seen, heard.last_seen) == ("listed-a", NOW + 9, NOW + 9)
+    await store.enroll([("listed-a", "east")])  # again, at the next start: nothing changes
+    (again,) = (await store.device_page(DeviceQuery(limit=1, after="listed-"))).records
+    assert again.first_seen == NOW + 9
 
 
 async def test_a_page_carries_each_device_s_latest_values_and_attributes(store: Store) -> None:
@@ -198,17 +195,14 @@ async def test_search_follows_a_changed_attribute(store: Store) -> None:
 
 
 async def test_counts_by_status_and_group(store: Store) -> None:
-    counts = await store.device_counts(
-        stale_before(),
-        {"east": ["dev-001", "listed-a"], "north": ["dev-001"]},
-        ["listed-a", "dev-002"],
-    )
+    await store.enroll([("dev-001", "north"), ("listed-a", "east"), ("dev-002", "")])
+    counts = await store.device_counts(stale_before())
     assert counts.status == {"online": COUNT // 4, "stale": COUNT // 4, "offline": COUNT // 2 + 1}
     assert counts.total == COUNT + 1
     assert counts.groups == {
-        "east": 2,
+        "east": 1,
         "north": COUNT // 3 + 1,  # dev-001 is in north by the config, not by its attribute
-        "south": COUNT // 3,
+        "south": COUNT // 3 - 1,  # ... and so no longer in south
     }
 
 

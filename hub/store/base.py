@@ -11,7 +11,7 @@ writer committed it (`hub.store.feed`).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from hub.models import (
@@ -102,11 +102,13 @@ class Store(Protocol):
     async def device_page(self, query: DeviceQuery) -> DevicePage:
         """One page of devices in id order (`hub.store.device_pages`)."""
 
-    async def device_counts(
-        self, stale_before: int, members: Mapping[str, Collection[str]], listed: Collection[str]
-    ) -> DeviceCounts:
-        """How many devices by status and group; `members`: the groups the
-        config gives, `listed`: the [[devices]] ids."""
+    async def device_counts(self, stale_before: int) -> DeviceCounts:
+        """How many devices by status and group."""
+
+    async def enroll(self, devices: Sequence[tuple[str, str]]) -> None:
+        """The devices `[[devices]]` lists, (id, group): a row for each not
+        yet known (never heard from: first_seen 0) and its group as the
+        attribute `group`, so that pages and counts find them."""
 
     async def rejections(self, limit: int) -> list[Rejection]: ...
 

@@ -9,13 +9,13 @@ group, a metric name or an attribute value. `total` counts every match. The
 stores answer from indexes (`hub/store/migrations.py` 4, `postgres_schema`
 2), so the first page and the last take the same time.
 
-Devices listed in `[[devices]]` but never heard from are not in the store;
-they are few (the config's size) and merged in here (`finish`).
+Devices listed in `[[devices]]` are in the store from the hub's start
+(`Store.enroll`), with their config group as the attribute `group`, and a
+first_seen of 0 until heard from; so every filter is the store's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,14 +38,6 @@ class DeviceQuery:
     group: str = ""
     status: Status = ""
     stale_before: int = 0  # ms: an online device last heard before this is stale
-    # Devices the config (or a source, this run) puts in `group`, and in any
-    # group whose name holds `q`: groups not stored as attributes.
-    members: tuple[str, ...] = ()
-    q_members: tuple[str, ...] = ()
-    # [[devices]] entries, and their groups: the store merges in those it
-    # has never heard from.
-    listed: tuple[str, ...] = ()
-    listed_groups: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,18 +62,13 @@ class DeviceCounts:
         return {"total": self.total, "status": self.status, "groups": self.groups}
 
 
-def counts_of(
-    by_status: list[tuple[bool, bool, int]],
-    by_group: dict[str, int],
-    unseen: int,
-) -> DeviceCounts:
+def counts_of(by_status: list[tuple[bool, bool, int]], by_group: dict[str, int]) -> DeviceCounts:
     """The counts from (online, heard within stale_after, count) rows and the
-    groups' sizes, with `unseen` listed devices never heard from (offline)."""
+    groups' sizes."""
     status: dict[str, int] = dict.fromkeys(STATUSES, 0)
     for online, fresh, count in by_status:
         key = "offline" if not online else "online" if fresh else "stale"
         status[key] += int(count)
-    status["offline"] += unseen
     return DeviceCounts(sum(status.values()), status, dict(sorted(by_group.items())))
 
 
@@ -96,38 +83,9 @@ def search_phrase(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-def finish(
-    rows: list[DeviceRecord], total: int, query: DeviceQuery, known_listed: set[str]
-) -> DevicePage:
+def finish(rows: list[DeviceRecord], total: int, query: DeviceQuery) -> DevicePage:
     """The page, from the store's matching records (up to `limit + 1`, in id
-    order) and count, with the listed devices the store has never heard of
-    (all but `known_listed`) merged in where they match. Those stand as
-    records with no first_seen (0) and nothing else."""
-    unseen = [
-        device_id
-        for device_id in query.listed
-        if device_id not in known_listed and _matches_unseen(device_id, query)
-    ]
-    if unseen:
-        rows = sorted(
-            [*rows, *(_unseen(d) for d in unseen if d > query.after)], key=lambda r: r.device_id
-        )
+    order) and count."""
     records = rows[: query.limit]
     more = len(rows) > query.limit
-    return DevicePage(
-        records, records[-1].device_id if more and records else None, total + len(unseen)
-    )
-
-
-def _matches_unseen(device_id: str, query: DeviceQuery) -> bool:
-    group = query.listed_groups.get(device_id, "")
-    needle = query.q.lower()
-    return (
-        query.status in ("", "offline")
-        and (not query.group or group == query.group)
-        and (not needle or needle in device_id.lower() or needle in group.lower())
-    )
-
-
-def _unseen(device_id: str) -> DeviceRecord:
-    return DeviceRecord(device_id, 0, 0, False, (), ())
+    return DevicePage(records, records[-1].device_id if more and records else None, total)

@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -548,40 +548,43 @@ class PostgresStore:
             "WHERE device_id = ANY($1::text[]) ORDER BY device_id, name",
             ids,
         )
-        known: set[str] = set()
-        if query.listed:
-            found = await self._fetch(
-                "SELECT device_id FROM devices WHERE device_id = ANY($1::text[])",
-                list(query.listed),
-            )
-            known = {device_id for (device_id,) in found}
-        return finish(device_records(rows, metrics, attributes), int(total), query, known)
+        return finish(device_records(rows, metrics, attributes), int(total), query)
 
-    async def device_counts(
-        self, stale_before: int, members: Mapping[str, Collection[str]], listed: Collection[str]
-    ) -> DeviceCounts:
+    async def device_counts(self, stale_before: int) -> DeviceCounts:
         by_status = await self._fetch(
             "SELECT online, last_seen >= $1, count(*) FROM devices GROUP BY 1, 2", stale_before
         )
-        by_group = {
-            group: int(count)
-            for group, count in await self._fetch(
-                "SELECT value, count(*) FROM attributes WHERE name = 'group' GROUP BY value"
-            )
-        }
-        for group, ids in members.items():  # config groups: their members, with the attribute's
-            ((count,),) = await self._fetch(
-                "SELECT count(*) FROM (SELECT unnest($1::text[]) UNION "
-                "SELECT device_id FROM attributes WHERE name = 'group' AND value = $2) m",
-                sorted(ids),
-                group,
-            )
-            by_group[group] = int(count)
-        known = await self._fetch(
-            "SELECT count(*) FROM devices WHERE device_id = ANY($1::text[])", list(listed)
+        by_group = await self._fetch(
+            "SELECT value, count(*) FROM attributes WHERE name = 'group' GROUP BY value"
         )
-        unseen = len(set(listed)) - int(known[0][0])
-        return counts_of([(bool(o), bool(f), int(n)) for o, f, n in by_status], by_group, unseen)
+        return counts_of(
+            [(bool(o), bool(f), int(n)) for o, f, n in by_status],
+            {group: int(count) for group, count in by_group},
+        )
+
+    async def enroll(self, devices: Sequence[tuple[str, str]]) -> None:
+        if not devices:
+            return
+        ids = [d for d, _ in devices]
+        grouped = [(d, g) for d, g in devices if g]
+        try:
+            async with self._writer.acquire() as db, db.transaction():
+                await db.execute(
+                    "INSERT INTO devices(device_id, first_seen, last_seen) "
+                    "SELECT d, 0, 0 FROM unnest($1::text[]) AS k(d) "
+                    "ON CONFLICT (device_id) DO NOTHING",
+                    sorted(ids),
+                )
+                await db.execute(
+                    "INSERT INTO attributes(device_id, name, value, ts) "
+                    "SELECT d, 'group', g, 0 FROM unnest($1::text[], $2::text[]) AS k(d, g) "
+                    "ON CONFLICT (device_id, name) DO UPDATE SET value = excluded.value "
+                    "WHERE attributes.value IS DISTINCT FROM excluded.value",
+                    [d for d, _ in sorted(grouped)],
+                    [g for _, g in sorted(grouped)],
+                )
+        except DOWN as exc:
+            raise StoreError("enroll", str(exc)) from exc
 
     async def rejections(self, limit: int) -> list[Rejection]:
         rows = await self._fetch(
@@ -644,7 +647,8 @@ async def upsert_devices(db: Db, batch: WriteBatch) -> list[PresenceChange]:
             "INSERT INTO devices(device_id, first_seen, last_seen) "
             "SELECT d, t, t FROM unnest($1::text[], $2::bigint[]) AS k(d, t) "
             "ON CONFLICT (device_id) DO UPDATE SET "
-            "last_seen = greatest(devices.last_seen, excluded.last_seen)",
+            "last_seen = greatest(devices.last_seen, excluded.last_seen), first_seen = "
+            "CASE WHEN devices.first_seen = 0 THEN excluded.first_seen ELSE devices.first_seen END",
             [d for d, _ in seen],
             [t for _, t in seen],
         )
@@ -657,7 +661,9 @@ async def upsert_devices(db: Db, batch: WriteBatch) -> list[PresenceChange]:
         await db.execute(
             "INSERT INTO devices(device_id, first_seen, last_seen) "
             "SELECT d, t, t FROM unnest($1::text[], $2::bigint[]) AS k(d, t) "
-            "ON CONFLICT (device_id) DO NOTHING",
+            "ON CONFLICT (device_id) DO UPDATE SET first_seen = excluded.first_seen, "
+            "last_seen = greatest(devices.last_seen, excluded.last_seen) "
+            "WHERE devices.first_seen = 0",
             [d for d, _ in ordered],
             [t for _, t in ordered],
         )
@@ -681,7 +687,8 @@ async def apply_presence(db: Db, changes: Sequence[PresenceChange]) -> list[Pres
     await db.execute(
         "INSERT INTO devices(device_id, first_seen, last_seen) "
         "SELECT d, t, t FROM unnest($1::text[], $2::bigint[]) AS k(d, t) "
-        "ON CONFLICT (device_id) DO NOTHING",
+        "ON CONFLICT (device_id) DO UPDATE SET first_seen = excluded.first_seen "
+        "WHERE devices.first_seen = 0",
         names,
         [first[d] for d in names],
     )
@@ -907,26 +914,20 @@ def _page_filters(query: DeviceQuery, per_device: bool = False) -> tuple[str, li
         sql += f" AND d.online AND d.last_seen < {mark(query.stale_before)}"
     if query.group:
         sql += (
-            " AND (d.device_id IN (SELECT device_id FROM attributes"
+            " AND d.device_id IN (SELECT device_id FROM attributes"
             f" WHERE name = 'group' AND value = {mark(query.group)})"
-            f" OR d.device_id = ANY({mark(list(query.members))}::text[]))"
         )
     if query.q:
         like = mark(like_pattern(query.q))
-        members = mark(list(query.q_members))
         if per_device:
             sql += (
                 f" AND (d.device_id ILIKE {like} OR EXISTS (SELECT 1 FROM metrics m"
                 f" WHERE m.device_id = d.device_id AND m.metric ILIKE {like})"
                 " OR EXISTS (SELECT 1 FROM attributes a"
-                f" WHERE a.device_id = d.device_id AND a.value ILIKE {like})"
-                f" OR d.device_id = ANY({members}::text[]))"
+                f" WHERE a.device_id = d.device_id AND a.value ILIKE {like}))"
             )
         else:
-            sql += (
-                f" AND (d.device_id IN ({_MATCHES.format(p=like)})"
-                f" OR d.device_id = ANY({members}::text[]))"
-            )
+            sql += f" AND d.device_id IN ({_MATCHES.format(p=like)})"
     return sql, params
 
 

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import secrets
 import sqlite3
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -438,7 +438,7 @@ class SqliteStore:
             f"WHERE d.device_id > :after{where} ORDER BY d.device_id LIMIT :limit",
             {**params, "after": query.after, "limit": query.limit + 1},
         )
-        if indexed and not (query.status or query.group or query.q_members):
+        if indexed and not (query.status or query.group):
             ((total,),) = await self._fetch(  # the search alone: count its devices
                 "SELECT count(DISTINCT r.device_id) FROM device_search s "
                 "JOIN search_rows r ON r.id = s.rowid WHERE device_search MATCH ?",
@@ -460,40 +460,31 @@ class SqliteStore:
             "WHERE device_id IN (SELECT value FROM json_each(?)) ORDER BY device_id, name",
             (ids,),
         )
-        known: set[str] = set()
-        if query.listed:
-            found = await self._fetch(
-                "SELECT device_id FROM devices WHERE device_id IN (SELECT value FROM json_each(?))",
-                (orjson.dumps(query.listed).decode(),),
-            )
-            known = {device_id for (device_id,) in found}
-        return finish(device_records(rows, metrics, attributes), int(total), query, known)
+        return finish(device_records(rows, metrics, attributes), int(total), query)
 
-    async def device_counts(
-        self, stale_before: int, members: Mapping[str, Collection[str]], listed: Collection[str]
-    ) -> DeviceCounts:
+    async def device_counts(self, stale_before: int) -> DeviceCounts:
         by_status = await self._fetch(
             "SELECT online, last_seen >= ?, count(*) FROM devices GROUP BY 1, 2", (stale_before,)
         )
-        by_group = {
-            group: int(count)
-            for group, count in await self._fetch(
-                "SELECT value, count(*) FROM attributes WHERE name = 'group' GROUP BY value", ()
-            )
-        }
-        for group, ids in members.items():  # config groups: their members, with the attribute's
-            ((count,),) = await self._fetch(
-                "SELECT count(*) FROM (SELECT value AS device_id FROM json_each(?) UNION "
-                "SELECT device_id FROM attributes WHERE name = 'group' AND value = ?)",
-                (orjson.dumps(sorted(ids)).decode(), group),
-            )
-            by_group[group] = int(count)
-        known = await self._fetch(
-            "SELECT count(*) FROM devices WHERE device_id IN (SELECT value FROM json_each(?))",
-            (orjson.dumps(list(listed)).decode(),),
+        by_group = await self._fetch(
+            "SELECT value, count(*) FROM attributes WHERE name = 'group' GROUP BY value", ()
         )
-        unseen = len(set(listed)) - int(known[0][0])
-        return counts_of([(bool(o), bool(f), int(n)) for o, f, n in by_status], by_group, unseen)
+        return counts_of(
+            [(bool(o), bool(f), int(n)) for o, f, n in by_status],
+            {group: int(count) for group, count in by_group},
+        )
+
+    async def enroll(self, devices: Sequence[tuple[str, str]]) -> None:
+        if not devices:
+            return
+        listed = orjson.dumps(list(devices)).decode()
+        async with self._writing:
+            try:
+                await self.db.execute(transaction.ENROLL, (listed,))
+                await self.db.execute(transaction.ENROLL_GROUPS, (listed,))
+            except sqlite3.Error as exc:
+                raise StoreError("enroll", str(exc)) from exc
+            self.wal.count()
 
     async def rejections(self, limit: int) -> list[Rejection]:
         rows = await self._fetch(
@@ -585,12 +576,10 @@ def _page_filters(query: DeviceQuery, per_device: bool = False) -> tuple[str, di
         sql += " AND d.online = 1 AND d.last_seen < :stale_before"
     if query.group:
         sql += (
-            " AND (d.device_id IN (SELECT device_id FROM attributes"
+            " AND d.device_id IN (SELECT device_id FROM attributes"
             " WHERE name = 'group' AND value = :group)"
-            " OR d.device_id IN (SELECT value FROM json_each(:members)))"
         )
         params["group"] = query.group
-        params["members"] = orjson.dumps(query.members).decode()
     if query.q:
         if len(query.q) >= SEARCH_MIN and per_device:
             match = (
@@ -612,6 +601,5 @@ def _page_filters(query: DeviceQuery, per_device: bool = False) -> tuple[str, di
                 " (SELECT device_id FROM attributes WHERE value LIKE :like ESCAPE '\\')"
             )
             params["like"] = like_pattern(query.q)
-        sql += f" AND ({match} OR d.device_id IN (SELECT value FROM json_each(:q_members)))"
-        params["q_members"] = orjson.dumps(query.q_members).decode()
+        sql += f" AND ({match})"
     return sql, params
