@@ -1017,6 +1017,11 @@ def measure_size(size: int, options: Options) -> dict[str, Any]:
         guarded(found, "listed", lambda: listed_hub(db, mosquitto.url, config, options.requests))
     say("tables, one by one")
     found["structures"] = structures_apart(size)
+    # Others may commit while a run goes on: the hub processes started since
+    # then ran their code.
+    found["code_after"] = code()
+    if found["code_after"] != found["code"]:
+        say(f"the code changed during this size: {found['code']} -> {found['code_after']}")
     return found
 
 
