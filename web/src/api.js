@@ -35,8 +35,36 @@ export function hubInfo() {
   return getJSON("/api/info");
 }
 
-export async function listDevices() {
-  return (await getJSON("/api/devices")).devices;
+/**
+ * One page of the device list, in id order: `{devices, next, total}`. `after`
+ * is the previous page's `next`; `q`, `group` and `status` filter on the hub.
+ */
+export function devicePage({ limit, after, q, group, status, signal }) {
+  const query = new URLSearchParams({ limit: String(limit) });
+  if (after) query.set("after", after);
+  if (q) query.set("q", q);
+  if (group) query.set("group", group);
+  if (status) query.set("status", status);
+  return getJSON(`/api/devices?${query}`, { signal });
+}
+
+/** `{total, status: {online, stale, offline}, groups: {name: n}}`. */
+export function deviceCounts() {
+  return getJSON("/api/devices/counts");
+}
+
+/**
+ * One device, or null if the hub has none by that id. There is no route for
+ * one device, so this asks for the first device after an id just below it:
+ * ids are at most 64 of [A-Za-z0-9_.-], all below "~", so nothing sorts
+ * between the two. A hub whose ids sort otherwise (PostgreSQL with a
+ * language collation) falls back to a search.
+ */
+export async function findDevice(id) {
+  const last = id.charCodeAt(id.length - 1);
+  const below = id.slice(0, -1) + String.fromCharCode(last - 1) + "~".repeat(64);
+  const exact = (page) => page.devices.find((d) => d.device_id === id) || null;
+  return exact(await devicePage({ limit: 1, after: below })) ?? exact(await devicePage({ limit: 1000, q: id }));
 }
 
 /**
