@@ -68,12 +68,12 @@ class DeviceNames:
     def load(self, known: Iterable[KnownDevice]) -> None:
         """The holders of the devices the store knows: their `source` and
         `name` attributes (written together, in one commit), or the native
-        topics for a device without."""
+        topics for a device without that was ever heard from."""
         for device in known:
             if device.source:
                 holder = Holder(device.source, device.name or device.device_id)
                 self._holders[device.device_id] = holder
-            else:
+            elif device.last_seen:  # a device listed but never heard from is no one's yet
                 self._holders[device.device_id] = NATIVE_HOLDER
 
     def claim(self, device_id: str, source: str, name: str) -> Holder | None:
