@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import os
 import tomllib
 import types
@@ -389,11 +388,16 @@ def _check_source(source: SourceSettings, where: str) -> None:
 # typed conversion
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
     """A settings class's field types, resolved once (100,000 [[devices]]
     entries took 6.2 s resolving them again for each)."""
-    return typing.get_type_hints(cls, include_extras=True)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls, include_extras=True)
+    return hints
 
 
 def _build(cls: type[Any], raw: Mapping[str, Any], where: str) -> Any:
