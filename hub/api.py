@@ -17,7 +17,7 @@ from hub.models import DeviceRecord, is_valid_device_id
 from hub.presence import Presence
 from hub.store.base import Store
 from hub.store.device_pages import MAX_LIMIT as MAX_PAGE
-from hub.store.device_pages import MAX_QUERY, STATUSES, DeviceQuery
+from hub.store.device_pages import MAX_QUERY, STATUSES, DeviceQuery, Totals
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000
@@ -32,6 +32,7 @@ def api(
     info: dict[str, Any],
 ) -> Blueprint:
     blueprint = Blueprint("api", __name__)
+    totals = Totals()
 
     @blueprint.app_errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> HTTPException | Response:
@@ -118,7 +119,9 @@ def api(
                 query = _device_query(info["stale_after_ms"])
             except QueryError as exc:
                 return jsonify({"error": str(exc)}), 400
+            query = totals.of(query)
             page = await store.device_page(query)
+            totals.keep(query, page)
             body = {
                 "devices": [_device(r, presence, auth) for r in page.records],
                 "next": page.next,

@@ -13,7 +13,7 @@ import pytest
 
 from hub.models import Attribute, PendingReading, PresenceChange, WriteBatch
 from hub.store.base import Store
-from hub.store.device_pages import DeviceQuery
+from hub.store.device_pages import DevicePage, DeviceQuery, Totals
 from hub.store.postgres import PostgresStore
 from hub.store.sqlite import SqliteStore
 from tests import postgres
@@ -230,3 +230,32 @@ async def test_a_broad_search_pages_device_by_device_with_the_same_answer(
     monkeypatch.setattr("hub.store.sqlite.BROAD_SEARCH", 0)  # every search is broad
     assert await walk(store, DeviceQuery(limit=9, q=q)) == narrow
     assert narrow[1] > 9
+
+
+async def test_a_known_total_is_not_counted_again(store: Store) -> None:
+    page = await store.device_page(DeviceQuery(limit=5, q="dev-1", total=12345))
+    assert page.total == 12345
+    assert [r.device_id for r in page.records] == [
+        "dev-010",
+        "dev-011",
+        "dev-012",
+        "dev-013",
+        "dev-014",
+    ]
+
+
+@pytest.mark.unit
+def test_totals_are_kept_by_filters_for_a_while() -> None:
+    now = [0.0]
+    totals = Totals(ttl=2.0, kept=2, clock=lambda: now[0])
+    query = DeviceQuery(limit=10, q="Fleet", status="online")
+    assert totals.of(query).total is None
+    totals.keep(query, DevicePage([], None, 77))
+    assert totals.of(DeviceQuery(limit=50, after="x", q="fleet", status="online")).total == 77
+    assert totals.of(DeviceQuery(limit=10, q="fleet")).total is None  # other filters
+    now[0] = 2.5
+    assert totals.of(query).total is None  # too old
+    for q in ("a", "b", "c"):
+        totals.keep(DeviceQuery(limit=1, q=q), DevicePage([], None, 1))
+    assert totals.of(DeviceQuery(limit=1, q="a")).total is None  # only the 2 newest kept
+    assert totals.of(DeviceQuery(limit=1, q="c")).total == 1

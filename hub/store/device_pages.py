@@ -16,7 +16,10 @@ first_seen of 0 until heard from; so every filter is the store's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from hub.models import DeviceRecord
@@ -38,6 +41,7 @@ class DeviceQuery:
     group: str = ""
     status: Status = ""
     stale_before: int = 0  # ms: an online device last heard before this is stale
+    total: int | None = None  # known already (`Totals`): not counted again
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,41 @@ class DeviceCounts:
 
     def to_wire(self) -> dict[str, object]:
         return {"total": self.total, "status": self.status, "groups": self.groups}
+
+
+class Totals:
+    """The totals of recent queries, by their filters, for `ttl` seconds: the
+    pages of one search (a dashboard scrolling through it) are counted once,
+    not once a page; a total is so at most `ttl` old. Counting is the costly
+    part of a broad search (every match), the page itself is not."""
+
+    def __init__(
+        self, ttl: float = 2.0, kept: int = 256, clock: Callable[[], float] = time.monotonic
+    ):
+        self.ttl = ttl
+        self.kept = kept
+        self.clock = clock
+        self._totals: OrderedDict[tuple[str, str, str], tuple[int, float]] = OrderedDict()
+
+    def of(self, query: DeviceQuery) -> DeviceQuery:
+        """`query` with its total when one is known and fresh."""
+        found = self._totals.get(_filters(query))
+        if found is None or self.clock() - found[1] > self.ttl:
+            return query
+        return replace(query, total=found[0])
+
+    def keep(self, query: DeviceQuery, page: DevicePage) -> None:
+        if query.total is not None:
+            return
+        key = _filters(query)
+        self._totals.pop(key, None)
+        self._totals[key] = (page.total, self.clock())
+        while len(self._totals) > self.kept:
+            self._totals.popitem(last=False)
+
+
+def _filters(query: DeviceQuery) -> tuple[str, str, str]:
+    return query.q.lower(), query.group, query.status
 
 
 def counts_of(by_status: list[tuple[bool, bool, int]], by_group: dict[str, int]) -> DeviceCounts:

@@ -533,10 +533,13 @@ class PostgresStore:
             query.after,
             query.limit + 1,
         )
-        where, params = _page_filters(query)
-        ((total,),) = await self._fetch(
-            f"SELECT count(*) FROM devices d WHERE true{where}", *params
-        )
+        if query.total is not None:
+            total = query.total
+        else:
+            where, params = _page_filters(query)
+            ((total,),) = await self._fetch(
+                f"SELECT count(*) FROM devices d WHERE true{where}", *params
+            )
         ids = [row[0] for row in rows]
         metrics = await self._fetch(
             "SELECT device_id, metric, unit, ts, value FROM metrics "

@@ -438,7 +438,9 @@ class SqliteStore:
             f"WHERE d.device_id > :after{where} ORDER BY d.device_id LIMIT :limit",
             {**params, "after": query.after, "limit": query.limit + 1},
         )
-        if indexed and not (query.status or query.group):
+        if query.total is not None:
+            total = query.total
+        elif indexed and not (query.status or query.group):
             ((total,),) = await self._fetch(  # the search alone: count its devices
                 "SELECT count(DISTINCT r.device_id) FROM device_search s "
                 "JOIN search_rows r ON r.id = s.rowid WHERE device_search MATCH ?",
