@@ -230,6 +230,24 @@ async def test_live_readings_reach_the_rows_on_screen_and_any_device_opens_alone
     assert await row(page, far).count() == 0  # the list did not go there
 
 
+async def test_devices_that_come_later_appear_without_a_reload(
+    settings: Settings, page: Page
+) -> None:
+    """Nothing tells the page of devices it does not subscribe to but the
+    counts (every 5 s): when they change, the rows in view are asked again."""
+    async with serve_hub(settings) as running:
+        await open_dashboard(page, running.url)
+        await expect(page.locator("#list-empty")).to_contain_text("No devices yet")
+        status, _ = await post(running, "b-1", b'{"humidity": 40}')
+        assert status == 202
+        await expect(chip(page, "b-1", "humidity")).to_have_text("40 %RH", timeout=10_000)
+        await expect(page.locator("#list-empty")).to_be_hidden()
+        # ...and after the last row of a list that had ended.
+        await post(running, "c-1", b'{"humidity": 50}')
+        await expect(chip(page, "c-1", "humidity")).to_have_text("50 %RH", timeout=10_000)
+        await expect(page.locator("#device-count")).to_have_text("2")
+
+
 # -- figures -----------------------------------------------------------------
 
 FIGURE_SIZES = [int(n) for n in os.environ.get("FLEET_FIGURES", "").split(",") if n]

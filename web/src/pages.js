@@ -35,6 +35,7 @@ export class DevicePages {
     this.from = 0; // the rows wanted: [from, to)
     this.to = 0;
     this.freshAfter = 0; // rows described by fetches up to this one are fetched again
+    this.endFetched = 0; // the fetch that found the end
     this.busy = false;
     this.closed = false;
     this.controller = null;
@@ -93,6 +94,10 @@ export class DevicePages {
         return { start: i, limit: Math.min(PAGE_MAX, Math.max(PAGE, to - i)) };
       }
     }
+    // The end in view (or no rows at all), since a refresh: devices may have come after it.
+    if (this.next === null && this.to >= this.ids.length && this.endFetched <= this.freshAfter) {
+      return { start: this.ids.length, limit: PAGE };
+    }
     return null;
   }
 
@@ -136,6 +141,7 @@ export class DevicePages {
       for (const id of ids) this.ids.push(id);
       this.next = page.next;
     }
+    if (page.next === null) this.endFetched = number;
     this.total = page.total;
     // Rows passed on the way down are not described, only counted.
     const near = page.devices.filter((_, k) => start + k >= this.from - PAGE && start + k < this.to + PAGE);
