@@ -85,6 +85,8 @@ export class DeviceList {
   /** Everything again from the hub (its store was recreated). */
   reload() {
     this.pages?.close();
+    this.pending?.close();
+    this.pending = null;
     this.search();
   }
 
