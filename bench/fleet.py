@@ -37,9 +37,8 @@ repository's config.toml, its own SQLite store and its own Mosquitto):
 7. ACL: `telemetry-hub mosquitto-acl` for a config of N `[[devices]]` with
    tokens (every 10th with a group): its time, the passwd and acl sizes,
    and Mosquitto's startup with them (a device then connects with its
-   token; given up on after 120 s), and with the passwd and the same grants
-   as `pattern` lines instead of a block per device. The hub restarted with
-   that config (N devices listed): its startup and the first page's p99.
+   token; given up on after 120 s). The hub restarted with that config (N
+   devices listed): its startup, idle memory and the first page's p99.
 8. dashboard (when the built page is current): Chromium on the hub with N
    devices: time to the first device row, DOM nodes, JS heap.
 
@@ -770,36 +769,18 @@ def acl_files(folder: Path, config: Path) -> dict[str, Any]:
     )
     seconds = time.monotonic() - started
     passwd, acl = out / "passwd", out / "acl"
-    per_user, per_user_connects = broker_startup(folder, "per-user", passwd, acl)
-    # The same grants as `pattern` lines (%u: the username, the device id):
-    # what Mosquitto then loads does not grow with the fleet.
-    patterns = folder / "acl-patterns"
-    patterns.write_text(acl_patterns(acl.read_text()))
-    pattern, pattern_connects = broker_startup(folder, "patterns", passwd, patterns)
+    startup, connects = broker_startup(folder, "fleet", passwd, acl)
     return {
         "seconds": seconds,
         "passwd_bytes": passwd.stat().st_size,
         "acl_bytes": acl.stat().st_size,
-        "mosquitto_startup_s": per_user,
-        "mosquitto_gave_up_s": None if per_user is not None else MOSQUITTO_WAIT,
-        "device_connects": per_user_connects,
-        "patterns_bytes": patterns.stat().st_size,
-        "patterns_startup_s": pattern,
-        "patterns_device_connects": pattern_connects,
+        "mosquitto_startup_s": startup,
+        "mosquitto_gave_up_s": None if startup is not None else MOSQUITTO_WAIT,
+        "device_connects": connects,
     }
 
 
 MOSQUITTO_WAIT = 120.0  # s: a broker not listening by then is given up on
-
-
-def acl_patterns(per_user: str) -> str:
-    """The hub user's block of a generated ACL, and each device's grants as
-    `pattern` lines instead of one block per device."""
-    hub_block = per_user.split("\n\n")[1]
-    device = next(b for b in per_user.split("\n\n")[2:] if b.startswith("user "))
-    name = device.splitlines()[0].removeprefix("user ")
-    grants = [line.replace(f"/{name}/", "/%u/") for line in device.splitlines()[1:]]
-    return f"{hub_block}\n\n" + "\n".join(g.replace("topic ", "pattern ", 1) for g in grants) + "\n"
 
 
 def broker_startup(folder: Path, name: str, passwd: Path, acl: Path) -> tuple[float | None, bool]:
@@ -1229,12 +1210,6 @@ def rows(options: Options) -> list[Row]:
             lambda r: r["acl"]["mosquitto_startup_s"],
             "s",
             show=_broker_startup,
-        ),
-        Row(
-            "Mosquitto startup with the passwd and a pattern ACL instead (s)",
-            lambda r: r["acl"]["patterns_startup_s"],
-            "s",
-            "{:,.2f}",
         ),
         Row(
             "hub startup with N [[devices]] listed (s)",
