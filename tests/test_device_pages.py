@@ -222,16 +222,6 @@ async def test_known_devices_give_presence_and_holders(store: Store) -> None:
     assert (known["dev-003"].source, known["dev-003"].name) == ("zigbee2mqtt", "kitchen/weather")
 
 
-@pytest.mark.parametrize("q", ["dev-1", "temperature", "v1.1", "north"])
-async def test_a_broad_search_pages_device_by_device_with_the_same_answer(
-    store: Store, q: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    narrow = await walk(store, DeviceQuery(limit=9, q=q))
-    monkeypatch.setattr("hub.store.sqlite.BROAD_SEARCH", 0)  # every search is broad
-    assert await walk(store, DeviceQuery(limit=9, q=q)) == narrow
-    assert narrow[1] > 9
-
-
 async def test_a_known_total_is_not_counted_again(store: Store) -> None:
     page = await store.device_page(DeviceQuery(limit=5, q="dev-1", total=12345))
     assert page.total == 12345

@@ -514,17 +514,7 @@ class PostgresStore:
         ]
 
     async def device_page(self, query: DeviceQuery) -> DevicePage:
-        # As in the SQLite store: a search matching much of the fleet is
-        # tested device by device in id order, a narrow one gathered first.
-        broad = False
-        if query.q:
-            ((hits,),) = await self._fetch(
-                f"SELECT count(*) FROM (SELECT 1 FROM ({_MATCHES.format(p='$1')}) m "
-                f"LIMIT {BROAD_SEARCH + 1}) h",
-                like_pattern(query.q),
-            )
-            broad = hits > BROAD_SEARCH
-        where, params = _page_filters(query, per_device=broad)
+        where, params = _page_filters(query)
         after, limit = len(params) + 1, len(params) + 2
         rows = await self._fetch(
             "SELECT device_id, first_seen, last_seen, online FROM devices d "
@@ -536,7 +526,6 @@ class PostgresStore:
         if query.total is not None:
             total = query.total
         else:
-            where, params = _page_filters(query)
             ((total,),) = await self._fetch(
                 f"SELECT count(*) FROM devices d WHERE true{where}", *params
             )
@@ -888,7 +877,6 @@ async def migrate(db: Db) -> None:
         )
 
 
-BROAD_SEARCH = 2000  # matching rows past which a search pages device by device
 # The devices a search matches, each column through its trigram index.
 _MATCHES = (
     "SELECT device_id FROM devices WHERE device_id ILIKE {p} "
@@ -897,11 +885,9 @@ _MATCHES = (
 )
 
 
-def _page_filters(query: DeviceQuery, per_device: bool = False) -> tuple[str, list[Any]]:
+def _page_filters(query: DeviceQuery) -> tuple[str, list[Any]]:
     """The WHERE conditions of a device page (after `WHERE ...`), and their
-    parameters ($1 on): each filter served by an index (schema 2).
-    `per_device`: the search tested for each device rather than its matches
-    gathered."""
+    parameters ($1 on): each filter served by an index (schema 2)."""
     sql = ""
     params: list[Any] = []
 
@@ -922,15 +908,7 @@ def _page_filters(query: DeviceQuery, per_device: bool = False) -> tuple[str, li
         )
     if query.q:
         like = mark(like_pattern(query.q))
-        if per_device:
-            sql += (
-                f" AND (d.device_id ILIKE {like} OR EXISTS (SELECT 1 FROM metrics m"
-                f" WHERE m.device_id = d.device_id AND m.metric ILIKE {like})"
-                " OR EXISTS (SELECT 1 FROM attributes a"
-                f" WHERE a.device_id = d.device_id AND a.value ILIKE {like}))"
-            )
-        else:
-            sql += f" AND d.device_id IN ({_MATCHES.format(p=like)})"
+        sql += f" AND d.device_id IN ({_MATCHES.format(p=like)})"
     return sql, params
 
 
