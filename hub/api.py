@@ -11,13 +11,13 @@ from werkzeug.exceptions import HTTPException
 
 from hub.auth import Authenticator
 from hub.config import parse_duration
-from hub.errors import AuthError, AuthFailure, ConfigError, QueryError
+from hub.errors import AuthError, AuthFailure, ConfigError, QueryError, StoreError
 from hub.metrics import Metrics
 from hub.models import DeviceRecord, is_valid_device_id
 from hub.presence import Presence
 from hub.store.base import Store
 from hub.store.device_pages import MAX_LIMIT as MAX_PAGE
-from hub.store.device_pages import MAX_QUERY, STATUSES, DeviceQuery, Totals
+from hub.store.device_pages import MAX_OFFSET, MAX_QUERY, STATUSES, DeviceQuery, Totals
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000
@@ -145,6 +145,22 @@ def api(
         counts = await store.device_counts(stale_before)
         return jsonify(counts.to_wire()), 200
 
+    @blueprint.get("/api/devices/<device_id>")
+    async def one_device(device_id: str) -> tuple[Response, int]:
+        """One device as the list shows it (opening it needs no list)."""
+        refused = _dashboard_refusal(auth)
+        if refused is not None:
+            return refused
+        record = await store.device(device_id) if is_valid_device_id(device_id) else None
+        if record is None:
+            return jsonify({"error": f"no device {device_id[:80]!r}"}), 404
+        return jsonify(_device(record, presence, auth)), 200
+
+    @blueprint.app_errorhandler(StoreError)
+    async def store_error(error: StoreError) -> tuple[Response, int]:
+        """The store cannot answer (shutting down, or failing): 503, in JSON."""
+        return jsonify({"error": f"the store cannot answer: {error}"}), 503
+
     @blueprint.get("/api/devices/<device_id>/readings")
     async def readings(device_id: str) -> tuple[Response, int]:
         refused = _dashboard_refusal(auth)
@@ -254,6 +270,9 @@ def _device_query(stale_after_ms: int) -> DeviceQuery:
     limit = _integer("limit")
     if limit is None or not 1 <= limit <= MAX_PAGE:
         raise QueryError("limit", request.args.get("limit", ""), f"must be 1 to {MAX_PAGE}")
+    offset = _integer("offset") or 0
+    if not 0 <= offset <= MAX_OFFSET:
+        raise QueryError("offset", str(offset), f"must be 0 to {MAX_OFFSET}")
     status = request.args.get("status", "")
     if status and status not in STATUSES:
         raise QueryError("status", status, "must be online, offline or stale")
@@ -267,6 +286,7 @@ def _device_query(stale_after_ms: int) -> DeviceQuery:
         group=request.args.get("group", ""),
         status=status,
         stale_before=int(time.time() * 1000) - stale_after_ms,
+        offset=offset,
     )
 
 

@@ -89,6 +89,25 @@ async def test_pages_over_http(settings: Settings) -> None:
             "groups": {"lab": 3},
         }
 
+        _, jumped = await get(running, limit=3, offset=10)
+        assert [d["device_id"] for d in jumped["devices"]] == [
+            "sensor-09",
+            "sensor-10",
+            "sensor-11",
+        ]
+        _, jumped_after = await get(running, limit=2, after="sensor-00", offset=2)
+        assert [d["device_id"] for d in jumped_after["devices"]] == ["sensor-03", "sensor-04"]
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{running.url}/api/devices/sensor-07") as response:
+                assert response.status == 200
+                one = await response.json()
+            async with session.get(f"{running.url}/api/devices/nobody") as response:
+                assert response.status == 404
+                assert "nobody" in (await response.json())["error"]
+        assert one["device_id"] == "sensor-07"
+        assert one["metrics"]["temperature"]["value"] == 7.0
+        assert one["attributes"]["fw"]["value"] == "1.7"
+
         status, everything = await get(running)
         assert status == 200
         assert set(everything) == {"devices"}
@@ -104,6 +123,7 @@ async def test_pages_over_http(settings: Settings) -> None:
         ({"limit": ""}, "limit=''"),
         ({"limit": "5", "status": "sleeping"}, "must be online, offline or stale"),
         ({"limit": "5", "q": "x" * 101}, "at most 100 characters"),
+        ({"limit": "5", "offset": "-1"}, "must be 0 to"),
     ],
 )
 async def test_bad_parameters_are_refused_with_a_reason(

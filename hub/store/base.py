@@ -102,6 +102,9 @@ class Store(Protocol):
     async def device_page(self, query: DeviceQuery) -> DevicePage:
         """One page of devices in id order (`hub.store.device_pages`)."""
 
+    async def device(self, device_id: str) -> DeviceRecord | None:
+        """One device with its latest values and attributes, None if unknown."""
+
     async def device_counts(self, stale_before: int) -> DeviceCounts:
         """How many devices by status and group."""
 

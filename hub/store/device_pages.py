@@ -28,6 +28,7 @@ Status = Literal["", "online", "offline", "stale"]
 STATUSES: tuple[Status, ...] = ("online", "offline", "stale")
 MAX_LIMIT = 1000
 MAX_QUERY = 100  # characters of q
+MAX_OFFSET = 10_000_000
 SEARCH_MIN = 3  # shorter q is matched by a scan instead of the trigram index
 
 
@@ -42,6 +43,7 @@ class DeviceQuery:
     status: Status = ""
     stale_before: int = 0  # ms: an online device last heard before this is stale
     total: int | None = None  # known already (`Totals`): not counted again
+    offset: int = 0  # matches skipped after `after` (a jump far down a list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -515,13 +515,15 @@ class PostgresStore:
 
     async def device_page(self, query: DeviceQuery) -> DevicePage:
         where, params = _page_filters(query)
-        after, limit = len(params) + 1, len(params) + 2
+        after, limit, offset = len(params) + 1, len(params) + 2, len(params) + 3
         rows = await self._fetch(
             "SELECT device_id, first_seen, last_seen, online FROM devices d "
-            f"WHERE d.device_id > ${after}{where} ORDER BY d.device_id LIMIT ${limit}",
+            f"WHERE d.device_id > ${after}{where} ORDER BY d.device_id "
+            f"LIMIT ${limit} OFFSET ${offset}",
             *params,
             query.after,
             query.limit + 1,
+            query.offset,
         )
         if query.total is not None:
             total = query.total
@@ -541,6 +543,25 @@ class PostgresStore:
             ids,
         )
         return finish(device_records(rows, metrics, attributes), int(total), query)
+
+    async def device(self, device_id: str) -> DeviceRecord | None:
+        found = device_records(
+            await self._fetch(
+                "SELECT device_id, first_seen, last_seen, online FROM devices WHERE device_id = $1",
+                device_id,
+            ),
+            await self._fetch(
+                "SELECT device_id, metric, unit, ts, value FROM metrics WHERE device_id = $1 "
+                "ORDER BY metric",
+                device_id,
+            ),
+            await self._fetch(
+                "SELECT device_id, name, value, ts FROM attributes WHERE device_id = $1 "
+                "ORDER BY name",
+                device_id,
+            ),
+        )
+        return found[0] if found else None
 
     async def device_counts(self, stale_before: int) -> DeviceCounts:
         by_status = await self._fetch(

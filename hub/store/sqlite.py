@@ -428,8 +428,8 @@ class SqliteStore:
         where, params = _page_filters(query)
         rows = await self._fetch(
             "SELECT device_id, first_seen, last_seen, online FROM devices d "
-            f"WHERE d.device_id > :after{where} ORDER BY d.device_id LIMIT :limit",
-            {**params, "after": query.after, "limit": query.limit + 1},
+            f"WHERE d.device_id > :after{where} ORDER BY d.device_id LIMIT :limit OFFSET :offset",
+            {**params, "after": query.after, "limit": query.limit + 1, "offset": query.offset},
         )
         if query.total is not None:
             total = query.total
@@ -455,6 +455,25 @@ class SqliteStore:
             (ids,),
         )
         return finish(device_records(rows, metrics, attributes), int(total), query)
+
+    async def device(self, device_id: str) -> DeviceRecord | None:
+        found = device_records(
+            await self._fetch(
+                "SELECT device_id, first_seen, last_seen, online FROM devices WHERE device_id = ?",
+                (device_id,),
+            ),
+            await self._fetch(
+                "SELECT device_id, metric, unit, ts, value FROM metrics WHERE device_id = ? "
+                "ORDER BY metric",
+                (device_id,),
+            ),
+            await self._fetch(
+                "SELECT device_id, name, value, ts FROM attributes WHERE device_id = ? "
+                "ORDER BY name",
+                (device_id,),
+            ),
+        )
+        return found[0] if found else None
 
     async def device_counts(self, stale_before: int) -> DeviceCounts:
         by_status = await self._fetch(
