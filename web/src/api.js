@@ -39,9 +39,10 @@ export function hubInfo() {
  * One page of the device list, in id order: `{devices, next, total}`. `after`
  * is the previous page's `next`; `q`, `group` and `status` filter on the hub.
  */
-export function devicePage({ limit, after, q, group, status, signal }) {
+export function devicePage({ limit, after, offset, q, group, status, signal }) {
   const query = new URLSearchParams({ limit: String(limit) });
   if (after) query.set("after", after);
+  if (offset) query.set("offset", String(offset));
   if (q) query.set("q", q);
   if (group) query.set("group", group);
   if (status) query.set("status", status);
@@ -53,18 +54,14 @@ export function deviceCounts() {
   return getJSON("/api/devices/counts");
 }
 
-/**
- * One device, or null if the hub has none by that id. There is no route for
- * one device, so this asks for the first device after an id just below it:
- * ids are at most 64 of [A-Za-z0-9_.-], all below "~", so nothing sorts
- * between the two. A hub whose ids sort otherwise (PostgreSQL with a
- * language collation) falls back to a search.
- */
+/** One device (`GET /api/devices/{id}`), or null if the hub has none by that id. */
 export async function findDevice(id) {
-  const last = id.charCodeAt(id.length - 1);
-  const below = id.slice(0, -1) + String.fromCharCode(last - 1) + "~".repeat(64);
-  const exact = (page) => page.devices.find((d) => d.device_id === id) || null;
-  return exact(await devicePage({ limit: 1, after: below })) ?? exact(await devicePage({ limit: 1000, q: id }));
+  try {
+    return await getJSON(`/api/devices/${encodeURIComponent(id)}`);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) return null;
+    throw error;
+  }
 }
 
 /**

@@ -2,11 +2,11 @@
 // (`GET /api/devices?limit&after`, in id order): the ids as far as fetched,
 // and the data of the rows the list wants, fetched on demand.
 //
-// Pages are cursor-based, so row i can be fetched only once row i-1's id is
-// known: a jump far down (the scrollbar dragged) walks forward in pages of
-// 1,000 from the last id known, keeping only their ids, until it reaches the
-// rows wanted; the list shows placeholders meanwhile. Ids once fetched stay
-// (a string each), so coming back up, or down again, is one page away.
+// Rows next to known ones are fetched after the last id known (`after`); a
+// jump far down (the scrollbar dragged) asks for the rows wanted by their
+// place (`offset`), one request, the list showing placeholders meanwhile.
+// Ids once fetched stay (a string each, in a sparse array), so coming back,
+// or down again, is one page away.
 
 import { devicePage } from "./api.js";
 
@@ -84,10 +84,8 @@ export class DevicePages {
     for (let i = this.from; i < to; i++) {
       const id = this.ids[i];
       if (id === undefined) {
-        if (this.next === null) return null;
-        // Past the ids known: on from the last of them, by whole pages when far.
-        const start = this.ids.length;
-        return { start, limit: Math.min(PAGE_MAX, Math.max(PAGE, to - start)) };
+        if (this.next === null && i >= this.ids.length) return null;
+        return { start: i, limit: Math.min(PAGE_MAX, Math.max(PAGE, to - i)) };
       }
       const device = this.store.devices.get(id);
       if (!device || device.fetched <= this.freshAfter) {
@@ -109,9 +107,11 @@ export class DevicePages {
     const number = newFetch();
     const controller = new AbortController();
     this.controller = controller;
-    const after = job.start > 0 ? this.ids[job.start - 1] : "";
+    // After the row before, when known; else by place.
+    const before = job.start > 0 ? this.ids[job.start - 1] : "";
+    const at = before === undefined ? { offset: job.start } : { after: before };
     try {
-      const page = await devicePage({ ...this.query, limit: job.limit, after, signal: controller.signal });
+      const page = await devicePage({ ...this.query, limit: job.limit, ...at, signal: controller.signal });
       if (this.closed) return;
       this.take(job.start, page, number);
       this.error = null;
@@ -134,16 +134,19 @@ export class DevicePages {
   take(start, page, number) {
     const ids = page.devices.map((d) => d.device_id);
     const end = start + ids.length;
-    const same = ids.every((id, k) => this.ids[start + k] === id);
-    if (!same || end >= this.ids.length || page.next === null) {
-      // Devices came or went here: what followed is forgotten, fetched again when wanted.
-      this.ids.length = start;
-      for (const id of ids) this.ids.push(id);
+    const clash = ids.some((id, k) => this.ids[start + k] !== undefined && this.ids[start + k] !== id);
+    if (clash) this.ids.length = start; // devices came or went: what followed is fetched again
+    ids.forEach((id, k) => {
+      this.ids[start + k] = id;
+    });
+    if (page.next === null) {
+      this.ids.length = end; // the end of the list
+      this.next = null;
+      this.endFetched = number;
+    } else if (end >= this.ids.length) {
       this.next = page.next;
     }
-    if (page.next === null) this.endFetched = number;
     this.total = page.total;
-    // Rows passed on the way down are not described, only counted.
     const near = page.devices.filter((_, k) => start + k >= this.from - PAGE && start + k < this.to + PAGE);
     this.store.loadDevices(near, number);
   }
