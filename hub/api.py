@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,11 +11,13 @@ from werkzeug.exceptions import HTTPException
 
 from hub.auth import Authenticator
 from hub.config import parse_duration
-from hub.errors import AuthError, AuthFailure, ConfigError, QueryError
+from hub.errors import AuthError, AuthFailure, ConfigError, QueryError, StoreError
 from hub.metrics import Metrics
 from hub.models import DeviceRecord, is_valid_device_id
 from hub.presence import Presence
 from hub.store.base import Store
+from hub.store.device_pages import MAX_LIMIT as MAX_PAGE
+from hub.store.device_pages import MAX_OFFSET, MAX_QUERY, STATUSES, DeviceQuery, Totals
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 100_000
@@ -29,6 +32,7 @@ def api(
     info: dict[str, Any],
 ) -> Blueprint:
     blueprint = Blueprint("api", __name__)
+    totals = Totals()
 
     @blueprint.app_errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> HTTPException | Response:
@@ -110,36 +114,52 @@ def api(
         refused = _dashboard_refusal(auth)
         if refused is not None:
             return refused
+        if "limit" in request.args:
+            try:
+                query = _device_query(info["stale_after_ms"])
+            except QueryError as exc:
+                return jsonify({"error": str(exc)}), 400
+            query = totals.of(query)
+            page = await store.device_page(query)
+            totals.keep(query, page)
+            body = {
+                "devices": [_device(r, presence, auth) for r in page.records],
+                "next": page.next,
+                "total": page.total,
+            }
+            return jsonify(body), 200
         records = {record.device_id: record for record in await store.devices()}
-        listed = [d for d in auth.listed if d not in records]
-        answer = [
-            {
-                "device_id": r.device_id,
-                "online": presence.is_online(r.device_id),
-                "first_seen": r.first_seen,
-                "last_seen": r.last_seen,
-                "group": auth.groups.get(r.device_id) or _attribute(r, "group"),
-                "metrics": {
-                    m.metric: {"unit": m.unit, "ts": m.ts, "value": m.value} for m in r.metrics
-                },
-                "attributes": {a.name: {"value": a.value, "ts": a.ts} for a in r.attributes},
-            }
-            for r in records.values()
-        ]
-        answer += [
-            {
-                "device_id": d,
-                "online": False,
-                "first_seen": None,
-                "last_seen": None,
-                "group": auth.groups.get(d),
-                "metrics": {},
-                "attributes": {},
-            }
-            for d in listed
-        ]
+        unseen = [DeviceRecord(d, 0, 0, False, (), ()) for d in auth.listed if d not in records]
+        answer = [_device(r, presence, auth) for r in [*records.values(), *unseen]]
         answer.sort(key=lambda d: str(d["device_id"]))
         return jsonify({"devices": answer}), 200
+
+    @blueprint.get("/api/devices/counts")
+    async def device_counts() -> tuple[Response, int]:
+        """How many devices by status (online, stale, offline) and by group,
+        for a dashboard that shows one page of a large fleet."""
+        refused = _dashboard_refusal(auth)
+        if refused is not None:
+            return refused
+        stale_before = int(time.time() * 1000) - info["stale_after_ms"]
+        counts = await store.device_counts(stale_before)
+        return jsonify(counts.to_wire()), 200
+
+    @blueprint.get("/api/devices/<device_id>")
+    async def one_device(device_id: str) -> tuple[Response, int]:
+        """One device as the list shows it (opening it needs no list)."""
+        refused = _dashboard_refusal(auth)
+        if refused is not None:
+            return refused
+        record = await store.device(device_id) if is_valid_device_id(device_id) else None
+        if record is None:
+            return jsonify({"error": f"no device {device_id[:80]!r}"}), 404
+        return jsonify(_device(record, presence, auth)), 200
+
+    @blueprint.app_errorhandler(StoreError)
+    async def store_error(error: StoreError) -> tuple[Response, int]:
+        """The store cannot answer (shutting down, or failing): 503, in JSON."""
+        return jsonify({"error": f"the store cannot answer: {error}"}), 503
 
     @blueprint.get("/api/devices/<device_id>/readings")
     async def readings(device_id: str) -> tuple[Response, int]:
@@ -226,6 +246,48 @@ def _bucket(text: str) -> int:
     if seconds < 0.001:
         raise QueryError("bucket", text, "must be at least 1ms")
     return round(seconds * 1000)
+
+
+def _device(record: DeviceRecord, presence: Presence, auth: Authenticator) -> dict[str, Any]:
+    """A device as `/api/devices` shows it; one listed in `[[devices]]` but
+    never heard from (first_seen 0) has no times."""
+    heard = record.first_seen != 0
+    return {
+        "device_id": record.device_id,
+        "online": heard and presence.is_online(record.device_id),
+        "first_seen": record.first_seen if heard else None,
+        "last_seen": record.last_seen if heard else None,
+        "group": auth.groups.get(record.device_id) or _attribute(record, "group"),
+        "metrics": {
+            m.metric: {"unit": m.unit, "ts": m.ts, "value": m.value} for m in record.metrics
+        },
+        "attributes": {a.name: {"value": a.value, "ts": a.ts} for a in record.attributes},
+    }
+
+
+def _device_query(stale_after_ms: int) -> DeviceQuery:
+    """`limit`, `after`, `q`, `group` and `status` of a device page."""
+    limit = _integer("limit")
+    if limit is None or not 1 <= limit <= MAX_PAGE:
+        raise QueryError("limit", request.args.get("limit", ""), f"must be 1 to {MAX_PAGE}")
+    offset = _integer("offset") or 0
+    if not 0 <= offset <= MAX_OFFSET:
+        raise QueryError("offset", str(offset), f"must be 0 to {MAX_OFFSET}")
+    status = request.args.get("status", "")
+    if status and status not in STATUSES:
+        raise QueryError("status", status, "must be online, offline or stale")
+    q = request.args.get("q", "").strip()
+    if len(q) > MAX_QUERY:
+        raise QueryError("q", q[:40], f"must be at most {MAX_QUERY} characters")
+    return DeviceQuery(
+        limit=limit,
+        after=request.args.get("after", ""),
+        q=q,
+        group=request.args.get("group", ""),
+        status=status,
+        stale_before=int(time.time() * 1000) - stale_after_ms,
+        offset=offset,
+    )
 
 
 def _attribute(record: DeviceRecord, name: str) -> str | None:

@@ -72,7 +72,8 @@ class Hub:
         stack = self._stack
         await self.store.open()
         stack.push_async_callback(self.store.close)
-        known = await self.store.devices()
+        await self.store.enroll([(d.id, d.group) for d in self.settings.devices])
+        known = await self.store.known_devices()
         self.presence.load(known)
         self.names.load(known)
         stack.push_async_callback(self._disconnect_clients)
@@ -141,6 +142,7 @@ def create_hub(settings: Settings, web_root: Path | None = None) -> Hub:
         tick=settings.broadcast.tick,
         frame_rate=settings.broadcast.frame_rate,
         hold_max=settings.replay.max_backlog,
+        presence_rate=settings.broadcast.presence_rate,
     )
     writer = Writer(
         store,

@@ -34,6 +34,14 @@ arrives exactly once, in order. A hold keeps at most `hold_max` readings;
 past that it is dropped and the client is told of a gap (`overflow`).
 Presence changes are not held: a held client gets them when its room would.
 
+Presence. Changes go out at most `presence_rate` a second, for all
+dashboards together, oldest first, and a change waiting for its turn is
+replaced by the same device's next one (the device's state now is what a
+dashboard shows). A broker restart that takes 100,000 devices offline at
+once so reaches the dashboards over 100,000 / `presence_rate` seconds,
+between the readings' frames, which keep flowing, rather than as one burst
+that holds the event loop (and so ingest) for seconds.
+
 Lag. A client that stops taking frames off its connection (a stalled tab, a
 phone on a bad link) is not fed without bound: once more than `lag_max`
 frames wait in its queue it leaves its room; when its queue has drained it
@@ -46,6 +54,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -66,6 +75,8 @@ HELD_FRAME_READINGS = 5000
 
 # How often clients taken out for lagging are checked when no commit wakes
 # the live path (seconds).
+PRESENCE_RECHECK = 0.02  # seconds between flushes while presence waits its turn
+PRESENCE_BURST = 0.1  # seconds of presence_rate one flush may send at most
 LAGGING_RECHECK = 0.1
 
 ALL = "*"
@@ -147,6 +158,7 @@ class Live:
         frame_rate: float = 5000.0,
         hold_max: int = 100_000,
         lag_max: int = 50,
+        presence_rate: float = 5000.0,
     ):
         self.sio = sio
         self.store = store
@@ -170,6 +182,11 @@ class Live:
         self._follower: Follower | None = None
         self._flushed = -1.0  # loop time of the last flush
         self._task: asyncio.Task[None] | None = None
+        self.presence_rate = presence_rate
+        # device id -> its latest change not yet sent, oldest first
+        self._presence: OrderedDict[str, PresenceChange] = OrderedDict()
+        self._presence_credit = 0.0
+        self._presence_at = 0.0  # loop time the credit was last topped up
 
     async def __aenter__(self) -> Live:
         self.epoch, self.head = self.store.epoch, self.store.head
@@ -332,7 +349,7 @@ class Live:
             # again soon rather than at the next commit. (asyncio.timeout:
             # wait_for can swallow a cancel on Python 3.11)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(LAGGING_RECHECK if self._lagging else None):
+                async with asyncio.timeout(self._recheck()):
                     entry = await follower.next()
             if entry is not None:
                 wait = self._flushed + self.interval() - loop.time()
@@ -350,6 +367,18 @@ class Live:
                 # clients, a loaded machine) spaces the next one out as well
                 self._flushed = loop.time()
 
+    def _recheck(self) -> float | None:
+        """How long to wait for a commit before flushing anyway: soon while
+        presence waits its turn or a lagging client may have drained."""
+        if self._presence:
+            return PRESENCE_RECHECK
+        return LAGGING_RECHECK if self._lagging else None
+
+    @property
+    def presence_waiting(self) -> int:
+        """Presence changes not yet sent."""
+        return len(self._presence)
+
     def interval(self) -> float:
         """Seconds from one flush to the next at least."""
         if not self.frame_rate:
@@ -361,13 +390,30 @@ class Live:
             # Before head moves on: a client resumed now is held from here, so
             # this flush's frames go to its hold and not also into its replay.
             await self._check_lagging()
-            if entry is None:
-                return
-            self.head = entry.head
-            for change in entry.presence:
-                await self._emit_presence(change)
-            if entry.readings:
+            if entry is not None:
+                self.head = entry.head
+                for change in entry.presence:
+                    self._presence.pop(change.device_id, None)
+                    self._presence[change.device_id] = change
+            await self._send_presence()
+            if entry is not None and entry.readings:
                 await self._emit_readings(entry.readings, entry.head)
+
+    async def _send_presence(self) -> None:
+        """The oldest waiting presence changes, as many as the rate allows."""
+        if not self._presence:
+            return
+        now = asyncio.get_running_loop().time()
+        burst = max(1.0, self.presence_rate * PRESENCE_BURST)
+        elapsed = now - self._presence_at if self._presence_at else PRESENCE_BURST
+        self._presence_at = now
+        self._presence_credit = min(burst, self._presence_credit + elapsed * self.presence_rate)
+        count = min(len(self._presence), int(self._presence_credit))
+        self._presence_credit -= count
+        for _ in range(count):
+            _, change = self._presence.popitem(last=False)
+            await self._emit_presence(change)
+            self.metrics.inc("hub_presence_sent_total")
 
     async def _emit_presence(self, change: PresenceChange) -> None:
         # A held client gets presence at once: it is the device's state now,

@@ -210,6 +210,17 @@ class DeviceRecord:
     attributes: tuple[Attribute, ...]
 
 
+class KnownDevice(NamedTuple):
+    """What the hub needs of each stored device when it starts: its presence,
+    and which source holds its id (the `source` and `name` attributes)."""
+
+    device_id: str
+    online: bool
+    last_seen: int
+    source: str | None
+    name: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class CommandRecord:
     """An admin command to a device and how it ended (`outcome`: ok, error,

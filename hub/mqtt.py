@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 
 READ_CHUNK = 65536
-TOPICS_KEPT = 100_000  # decoded topics cached; past this the cache starts over
+TOPICS_KEPT = 10_000  # decoded topics cached (about 190 B each); past this it starts over
 
 
 class MqttState(StrEnum):

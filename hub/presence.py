@@ -14,18 +14,29 @@ through a million ids, say).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 
-from hub.models import DeviceRecord, PresenceChange
+from hub.models import DeviceRecord, KnownDevice, PresenceChange
 
 MQTT_LINK = "mqtt"
+
+
+NO_LINKS: frozenset[str] = frozenset()
+# Link sets are shared: a 100,000 devices each with an MQTT link hold one set
+# between them, not one each (an empty set alone is over 200 bytes).
+_LINK_SETS: dict[frozenset[str], frozenset[str]] = {NO_LINKS: NO_LINKS}
+
+
+def _shared(links: frozenset[str]) -> frozenset[str]:
+    return _LINK_SETS.setdefault(links, links)
 
 
 @dataclass(slots=True)
 class _Device:
     online: bool
     last_seen: int
-    links: set[str] = field(default_factory=set)
+    links: frozenset[str] = NO_LINKS
 
 
 class Presence:
@@ -37,7 +48,7 @@ class Presence:
         """Devices held: those online or holding a link."""
         return len(self._devices)
 
-    def load(self, records: list[DeviceRecord]) -> None:
+    def load(self, records: Iterable[DeviceRecord | KnownDevice]) -> None:
         """Start from the store. Links did not survive the restart: devices that
         were online stay so until they reconnect or time out."""
         for record in records:
@@ -60,7 +71,7 @@ class Presence:
 
     def link_up(self, device_id: str, link: str, now: int) -> PresenceChange | None:
         device = self._devices.setdefault(device_id, _Device(False, now))
-        device.links.add(link)
+        device.links = _shared(device.links | {link})
         device.last_seen = max(device.last_seen, now)
         return self._set(device_id, device, True)
 
@@ -68,7 +79,7 @@ class Presence:
         device = self._devices.get(device_id)
         if device is None:  # offline already
             return None
-        device.links.discard(link)
+        device.links = _shared(device.links - {link})
         device.last_seen = max(device.last_seen, now)
         return None if device.links else self._set(device_id, device, False)
 

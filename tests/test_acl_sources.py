@@ -62,10 +62,9 @@ async def test_each_foreign_device_publishes_only_as_itself(
     printed = capsys.readouterr().out
     assert f"wrote {out / 'zigbee2mqtt-password'}" in printed
     acl = (out / "acl").read_text()
-    assert "user plug1\n" in acl
-    assert "topic write tele/plug1/#\n" in acl
-    assert "topic read cmnd/plug1/#\n" in acl
-    assert "topic write farm/plug1/+\n" in acl
+    assert "pattern write tele/%u/#\n" in acl
+    assert "pattern read cmnd/%u/#\n" in acl
+    assert "pattern write farm/%u/+\n" in acl
     assert "user zigbee2mqtt\ntopic readwrite zigbee2mqtt/#\n" in acl
     assert "topic read tele/+/SENSOR\n" in acl  # the hub's
 

@@ -169,6 +169,7 @@ KEYS: list[tuple[str, str, Any]] = [
     ("[broadcast]\ntick = '50ms'", "broadcast.tick", 0.05),
     ("[broadcast]\npoll_rate = 500", "broadcast.poll_rate", 500.0),
     ("[broadcast]\nframe_rate = 800", "broadcast.frame_rate", 800.0),
+    ("[broadcast]\npresence_rate = 100", "broadcast.presence_rate", 100.0),
     ("[presence]\noffline_after = '90s'", "presence.offline_after", 90.0),
     ("[log]\nlevel = 'debug'", "log.level", "debug"),
     ("[cluster]\nnode_id = 'hub-1'", "cluster.node_id", "hub-1"),

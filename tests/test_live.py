@@ -316,3 +316,26 @@ async def test_a_quiet_hub_flushes_at_once_and_a_busy_one_waits_its_interval() -
         for n in range(10):
             await live.subscribe(f"b{n}", Subscription.of(["*"]))
         assert live.interval() == pytest.approx(0.002)
+
+
+async def test_a_mass_disconnect_is_paced_superseded_and_readings_keep_flowing() -> None:
+    """10,000 devices go offline in one commit: presence goes out at most
+    `presence_rate` a second, the readings committed meanwhile are not held
+    behind it, and a device back online before its turn is sent once, online,
+    in the place of its latest change."""
+    store = FakeStore()
+    devices = [f"d{i:05d}" for i in range(10_000)]
+    back = devices[8_000]
+    async with live_path(store, presence_rate=5_000) as (live, server, _):
+        await live.subscribe("all", Subscription.of(["*"]))
+        await store.write(WriteBatch(presence=tuple(PresenceChange(d, False, T0) for d in devices)))
+        await wait_until(lambda: bool(server.events("all", "presence")), 5, "the first changes")
+        assert len(server.events("all", "presence")) <= 500  # 0.1 s worth at most
+        await store.write(WriteBatch(presence=(PresenceChange(back, True, T0 + 5),)))
+        await store.write(batch("d00007", 1))
+        await wait_until(lambda: bool(server.seqs("all")), 5, "the reading")
+        assert live.presence_waiting > 5_000  # the reading did not wait behind them
+        await wait_until(lambda: live.presence_waiting == 0, 10, "every presence change")
+    sent = server.events("all", "presence")
+    assert [p["device_id"] for p in sent] == [d for d in devices if d != back] + [back]
+    assert sent[-1] == {"device_id": back, "online": True, "last_seen": T0 + 5}

@@ -55,6 +55,19 @@ def test_rate_limits_track_at_most_max_tracked_devices() -> None:
 
 
 @pytest.mark.unit
+def test_rate_limits_forget_devices_whose_bucket_is_full_again() -> None:
+    clock = Clock()
+    limiter = RateLimiter(200.0, 400.0, clock=clock)
+    for n in range(10_000):  # a fleet that each sent one message
+        limiter.allow(f"idle-{n}")
+    assert len(limiter) == 10_000
+    clock.now += 2.0  # burst / rate: every bucket is full again
+    for n in range(5_001):  # the active part of the fleet
+        limiter.allow(f"active-{n % 10}")
+    assert len(limiter) == 10  # the idle ones were forgotten, two a call
+
+
+@pytest.mark.unit
 def test_rate_limits_of_one_device_hold_while_others_churn() -> None:
     clock = Clock()
     limiter = RateLimiter(1.0, 2.0, clock=clock, max_tracked=100)

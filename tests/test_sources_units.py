@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hub.config import SourceSettings
-from hub.models import Attribute, DeviceRecord, is_valid_device_id
+from hub.models import KnownDevice, is_valid_device_id
 from hub.sources import build_sources
 from hub.sources.base import Availability, Refused, Telemetry
 from hub.sources.esphome import EspHome
@@ -69,13 +69,13 @@ def test_the_first_to_use_an_id_holds_it() -> None:
 
 
 def test_holders_are_read_back_from_the_store() -> None:
-    def record(device_id: str, **attributes: str) -> DeviceRecord:
-        found = tuple(Attribute(device_id, k, v, 0) for k, v in attributes.items())
-        return DeviceRecord(device_id, 0, 0, False, (), found)
-
     names = DeviceNames()
     names.load(
-        [record("native-1"), record("Lumi_salon-x", source="zigbee2mqtt", name="Lumi: salon")]
+        [
+            KnownDevice("native-1", False, 1, None, None),
+            KnownDevice("Lumi_salon-x", True, 1, "zigbee2mqtt", "Lumi: salon"),
+            KnownDevice("listed-only", False, 0, None, None),  # in [[devices]], never heard
+        ]
     )
     assert names.claim("native-1", "tasmota", "native-1") is not None
     assert names.claim("native-1", NATIVE, "native-1") is None
@@ -83,6 +83,7 @@ def test_holders_are_read_back_from_the_store() -> None:
     assert names.claim("Lumi_salon-x", NATIVE, "Lumi_salon-x") == Holder(
         "zigbee2mqtt", "Lumi: salon"
     )
+    assert names.claim("listed-only", "tasmota", "listed-only") is None  # no one's yet
 
 
 # --- decoders ----------------------------------------------------------------------

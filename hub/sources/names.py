@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import NamedTuple
 
-from hub.models import MAX_DEVICE_ID, DeviceRecord, is_valid_device_id
+from hub.models import MAX_DEVICE_ID, KnownDevice, is_valid_device_id
 
 NATIVE = "native"  # the hub's own topics, HTTP and Socket.IO
 SLUG_LENGTH = MAX_DEVICE_ID - 9  # room for "-" and 8 hex digits
@@ -65,17 +65,16 @@ class DeviceNames:
     def __init__(self) -> None:
         self._holders: dict[str, Holder] = {}
 
-    def load(self, records: Iterable[DeviceRecord]) -> None:
+    def load(self, known: Iterable[KnownDevice]) -> None:
         """The holders of the devices the store knows: their `source` and
         `name` attributes (written together, in one commit), or the native
-        topics for a device without."""
-        for record in records:
-            found = {a.name: a.value for a in record.attributes if a.name in ("source", "name")}
-            source = found.get("source")
-            if not source:
-                self._holders[record.device_id] = NATIVE_HOLDER
-                continue
-            self._holders[record.device_id] = Holder(source, found.get("name", record.device_id))
+        topics for a device without that was ever heard from."""
+        for device in known:
+            if device.source:
+                holder = Holder(device.source, device.name or device.device_id)
+                self._holders[device.device_id] = holder
+            elif device.last_seen:  # a device listed but never heard from is no one's yet
+                self._holders[device.device_id] = NATIVE_HOLDER
 
     def claim(self, device_id: str, source: str, name: str) -> Holder | None:
         """Take `device_id` for `source`'s device `name`; the holder that

@@ -11,18 +11,20 @@ writer committed it (`hub.store.feed`).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from hub.models import (
     Bucket,
     CommandRecord,
     DeviceRecord,
+    KnownDevice,
     Reading,
     Rejection,
     WriteBatch,
     WriteOutcome,
 )
+from hub.store.device_pages import DeviceCounts, DevicePage, DeviceQuery
 from hub.store.feed import Follower
 
 
@@ -92,6 +94,24 @@ class Store(Protocol):
     async def metric_unit(self, device_id: str, metric: str) -> str | None: ...
 
     async def devices(self) -> list[DeviceRecord]: ...
+
+    async def known_devices(self) -> list[KnownDevice]:
+        """Each device's presence and holder, for the hub's start (cheaper
+        than `devices`: no latest values)."""
+
+    async def device_page(self, query: DeviceQuery) -> DevicePage:
+        """One page of devices in id order (`hub.store.device_pages`)."""
+
+    async def device(self, device_id: str) -> DeviceRecord | None:
+        """One device with its latest values and attributes, None if unknown."""
+
+    async def device_counts(self, stale_before: int) -> DeviceCounts:
+        """How many devices by status and group."""
+
+    async def enroll(self, devices: Sequence[tuple[str, str]]) -> None:
+        """The devices `[[devices]]` lists, (id, group): a row for each not
+        yet known (never heard from: first_seen 0) and its group as the
+        attribute `group`, so that pages and counts find them."""
 
     async def rejections(self, limit: int) -> list[Rejection]: ...
 

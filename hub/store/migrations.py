@@ -140,4 +140,56 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT r.seq, s.device_id, s.metric, r.ts, r.value, nullif(s.unit, ''), r.device_seq
         FROM samples r JOIN series s ON s.id = r.series;
     """,
+    # 4: the device list in pages, for fleets of 100,000 devices (issue 18).
+    # Status and group filters are served from indexes; `q` from a trigram
+    # index (FTS5) over each device's id, metric names and attribute values,
+    # kept by triggers: a row when a device or a metric first appears, and
+    # when an attribute's value changes. `search_rows` names each indexed
+    # term (the id '', 'm:<metric>', 'a:<attribute>') and gives its rowid.
+    """
+    CREATE INDEX devices_by_status ON devices(online, device_id, last_seen);
+    CREATE INDEX attributes_by_value ON attributes(name, value, device_id);
+
+    CREATE TABLE search_rows (
+        id INTEGER PRIMARY KEY,
+        device_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        UNIQUE (device_id, name)
+    );
+    CREATE VIRTUAL TABLE device_search USING fts5(term, content='', tokenize='trigram');
+
+    INSERT INTO search_rows(device_id, name) SELECT device_id, '' FROM devices;
+    INSERT INTO search_rows(device_id, name) SELECT device_id, 'm:' || metric FROM metrics;
+    INSERT INTO search_rows(device_id, name) SELECT device_id, 'a:' || name FROM attributes;
+    INSERT INTO device_search(rowid, term)
+        SELECT r.id, r.device_id FROM search_rows r WHERE r.name = '';
+    INSERT INTO device_search(rowid, term)
+        SELECT r.id, m.metric FROM search_rows r
+        JOIN metrics m ON m.device_id = r.device_id AND r.name = 'm:' || m.metric;
+    INSERT INTO device_search(rowid, term)
+        SELECT r.id, a.value FROM search_rows r
+        JOIN attributes a ON a.device_id = r.device_id AND r.name = 'a:' || a.name;
+
+    CREATE TRIGGER search_new_device AFTER INSERT ON devices BEGIN
+        INSERT INTO search_rows(device_id, name) VALUES (new.device_id, '');
+        INSERT INTO device_search(rowid, term) VALUES (last_insert_rowid(), new.device_id);
+    END;
+    CREATE TRIGGER search_new_metric AFTER INSERT ON metrics BEGIN
+        INSERT INTO search_rows(device_id, name) VALUES (new.device_id, 'm:' || new.metric);
+        INSERT INTO device_search(rowid, term) VALUES (last_insert_rowid(), new.metric);
+    END;
+    CREATE TRIGGER search_new_attribute AFTER INSERT ON attributes BEGIN
+        INSERT INTO search_rows(device_id, name) VALUES (new.device_id, 'a:' || new.name);
+        INSERT INTO device_search(rowid, term) VALUES (last_insert_rowid(), new.value);
+    END;
+    CREATE TRIGGER search_changed_attribute AFTER UPDATE OF value ON attributes
+    WHEN old.value IS NOT new.value BEGIN
+        INSERT INTO device_search(device_search, rowid, term)
+            SELECT 'delete', id, old.value FROM search_rows
+            WHERE device_id = new.device_id AND name = 'a:' || new.name;
+        INSERT INTO device_search(rowid, term)
+            SELECT id, new.value FROM search_rows
+            WHERE device_id = new.device_id AND name = 'a:' || new.name;
+    END;
+    """,
 )

@@ -46,6 +46,7 @@ from hub.models import (
     Bucket,
     CommandRecord,
     DeviceRecord,
+    KnownDevice,
     PendingReading,
     PresenceChange,
     Reading,
@@ -54,6 +55,14 @@ from hub.models import (
     Source,
     WriteBatch,
     WriteOutcome,
+)
+from hub.store.device_pages import (
+    DeviceCounts,
+    DevicePage,
+    DeviceQuery,
+    counts_of,
+    finish,
+    like_pattern,
 )
 from hub.store.feed import Committed, Feed, Follower
 from hub.store.postgres_schema import MIGRATIONS
@@ -493,6 +502,103 @@ class PostgresStore:
             ),
         )
 
+    async def known_devices(self) -> list[KnownDevice]:
+        rows = await self._fetch(
+            "SELECT d.device_id, d.online, d.last_seen, s.value, n.value FROM devices d "
+            "LEFT JOIN attributes s ON s.device_id = d.device_id AND s.name = 'source' "
+            "LEFT JOIN attributes n ON n.device_id = d.device_id AND n.name = 'name'"
+        )
+        return [
+            KnownDevice(d, bool(online), last, source, name)
+            for d, online, last, source, name in rows
+        ]
+
+    async def device_page(self, query: DeviceQuery) -> DevicePage:
+        where, params = _page_filters(query)
+        after, limit, offset = len(params) + 1, len(params) + 2, len(params) + 3
+        rows = await self._fetch(
+            "SELECT device_id, first_seen, last_seen, online FROM devices d "
+            f"WHERE d.device_id > ${after}{where} ORDER BY d.device_id "
+            f"LIMIT ${limit} OFFSET ${offset}",
+            *params,
+            query.after,
+            query.limit + 1,
+            query.offset,
+        )
+        if query.total is not None:
+            total = query.total
+        else:
+            ((total,),) = await self._fetch(
+                f"SELECT count(*) FROM devices d WHERE true{where}", *params
+            )
+        ids = [row[0] for row in rows]
+        metrics = await self._fetch(
+            "SELECT device_id, metric, unit, ts, value FROM metrics "
+            "WHERE device_id = ANY($1::text[]) ORDER BY device_id, metric",
+            ids,
+        )
+        attributes = await self._fetch(
+            "SELECT device_id, name, value, ts FROM attributes "
+            "WHERE device_id = ANY($1::text[]) ORDER BY device_id, name",
+            ids,
+        )
+        return finish(device_records(rows, metrics, attributes), int(total), query)
+
+    async def device(self, device_id: str) -> DeviceRecord | None:
+        found = device_records(
+            await self._fetch(
+                "SELECT device_id, first_seen, last_seen, online FROM devices WHERE device_id = $1",
+                device_id,
+            ),
+            await self._fetch(
+                "SELECT device_id, metric, unit, ts, value FROM metrics WHERE device_id = $1 "
+                "ORDER BY metric",
+                device_id,
+            ),
+            await self._fetch(
+                "SELECT device_id, name, value, ts FROM attributes WHERE device_id = $1 "
+                "ORDER BY name",
+                device_id,
+            ),
+        )
+        return found[0] if found else None
+
+    async def device_counts(self, stale_before: int) -> DeviceCounts:
+        by_status = await self._fetch(
+            "SELECT online, last_seen >= $1, count(*) FROM devices GROUP BY 1, 2", stale_before
+        )
+        by_group = await self._fetch(
+            "SELECT value, count(*) FROM attributes WHERE name = 'group' GROUP BY value"
+        )
+        return counts_of(
+            [(bool(o), bool(f), int(n)) for o, f, n in by_status],
+            {group: int(count) for group, count in by_group},
+        )
+
+    async def enroll(self, devices: Sequence[tuple[str, str]]) -> None:
+        if not devices:
+            return
+        ids = [d for d, _ in devices]
+        grouped = [(d, g) for d, g in devices if g]
+        try:
+            async with self._writer.acquire() as db, db.transaction():
+                await db.execute(
+                    "INSERT INTO devices(device_id, first_seen, last_seen) "
+                    "SELECT d, 0, 0 FROM unnest($1::text[]) AS k(d) "
+                    "ON CONFLICT (device_id) DO NOTHING",
+                    sorted(ids),
+                )
+                await db.execute(
+                    "INSERT INTO attributes(device_id, name, value, ts) "
+                    "SELECT d, 'group', g, 0 FROM unnest($1::text[], $2::text[]) AS k(d, g) "
+                    "ON CONFLICT (device_id, name) DO UPDATE SET value = excluded.value "
+                    "WHERE attributes.value IS DISTINCT FROM excluded.value",
+                    [d for d, _ in sorted(grouped)],
+                    [g for _, g in sorted(grouped)],
+                )
+        except DOWN as exc:
+            raise StoreError("enroll", str(exc)) from exc
+
     async def rejections(self, limit: int) -> list[Rejection]:
         rows = await self._fetch(
             "SELECT source, device_id, reason, detail, received_ms, excerpt FROM rejections "
@@ -554,7 +660,8 @@ async def upsert_devices(db: Db, batch: WriteBatch) -> list[PresenceChange]:
             "INSERT INTO devices(device_id, first_seen, last_seen) "
             "SELECT d, t, t FROM unnest($1::text[], $2::bigint[]) AS k(d, t) "
             "ON CONFLICT (device_id) DO UPDATE SET "
-            "last_seen = greatest(devices.last_seen, excluded.last_seen)",
+            "last_seen = greatest(devices.last_seen, excluded.last_seen), first_seen = "
+            "CASE WHEN devices.first_seen = 0 THEN excluded.first_seen ELSE devices.first_seen END",
             [d for d, _ in seen],
             [t for _, t in seen],
         )
@@ -567,7 +674,9 @@ async def upsert_devices(db: Db, batch: WriteBatch) -> list[PresenceChange]:
         await db.execute(
             "INSERT INTO devices(device_id, first_seen, last_seen) "
             "SELECT d, t, t FROM unnest($1::text[], $2::bigint[]) AS k(d, t) "
-            "ON CONFLICT (device_id) DO NOTHING",
+            "ON CONFLICT (device_id) DO UPDATE SET first_seen = excluded.first_seen, "
+            "last_seen = greatest(devices.last_seen, excluded.last_seen) "
+            "WHERE devices.first_seen = 0",
             [d for d, _ in ordered],
             [t for _, t in ordered],
         )
@@ -591,7 +700,8 @@ async def apply_presence(db: Db, changes: Sequence[PresenceChange]) -> list[Pres
     await db.execute(
         "INSERT INTO devices(device_id, first_seen, last_seen) "
         "SELECT d, t, t FROM unnest($1::text[], $2::bigint[]) AS k(d, t) "
-        "ON CONFLICT (device_id) DO NOTHING",
+        "ON CONFLICT (device_id) DO UPDATE SET first_seen = excluded.first_seen "
+        "WHERE devices.first_seen = 0",
         names,
         [first[d] for d in names],
     )
@@ -786,6 +896,41 @@ async def migrate(db: Db) -> None:
             "INSERT INTO meta(key, value) VALUES ('epoch', $1) ON CONFLICT (key) DO NOTHING",
             secrets.token_hex(8),
         )
+
+
+# The devices a search matches, each column through its trigram index.
+_MATCHES = (
+    "SELECT device_id FROM devices WHERE device_id ILIKE {p} "
+    "UNION ALL SELECT device_id FROM metrics WHERE metric ILIKE {p} "
+    "UNION ALL SELECT device_id FROM attributes WHERE value ILIKE {p}"
+)
+
+
+def _page_filters(query: DeviceQuery) -> tuple[str, list[Any]]:
+    """The WHERE conditions of a device page (after `WHERE ...`), and their
+    parameters ($1 on): each filter served by an index (schema 2)."""
+    sql = ""
+    params: list[Any] = []
+
+    def mark(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    if query.status == "offline":
+        sql += " AND NOT d.online"
+    elif query.status == "online":
+        sql += f" AND d.online AND d.last_seen >= {mark(query.stale_before)}"
+    elif query.status == "stale":
+        sql += f" AND d.online AND d.last_seen < {mark(query.stale_before)}"
+    if query.group:
+        sql += (
+            " AND d.device_id IN (SELECT device_id FROM attributes"
+            f" WHERE name = 'group' AND value = {mark(query.group)})"
+        )
+    if query.q:
+        like = mark(like_pattern(query.q))
+        sql += f" AND d.device_id IN ({_MATCHES.format(p=like)})"
+    return sql, params
 
 
 def redacted(url: str) -> str:

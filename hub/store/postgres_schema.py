@@ -115,4 +115,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX commands_by_device ON commands(device_id, sent_ms);
     """,
+    # 2: the device list in pages (as the SQLite store's migration 4): status
+    # and group filters from indexes, `q` from trigram indexes (pg_trgm, in
+    # PostgreSQL's contrib, trusted: a database owner may create it) on the
+    # columns it searches.
+    """
+    CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    CREATE INDEX devices_by_status ON devices(online, device_id, last_seen);
+    CREATE INDEX attributes_by_value ON attributes(name, value, device_id);
+    CREATE INDEX devices_search ON devices USING gin (device_id gin_trgm_ops);
+    CREATE INDEX metrics_search ON metrics USING gin (metric gin_trgm_ops);
+    CREATE INDEX attributes_search ON attributes USING gin (value gin_trgm_ops);
+    """,
 )

@@ -83,18 +83,32 @@ UPSERT_ATTRIBUTES = (
 UPSERT_SEEN = (
     "INSERT INTO devices(device_id, first_seen, last_seen, online) "
     "SELECT value ->> 0, value ->> 1, value ->> 1, 0 FROM json_each(?) WHERE true "
-    "ON CONFLICT(device_id) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen)"
+    "ON CONFLICT(device_id) DO UPDATE SET last_seen = max(last_seen, excluded.last_seen), "
+    "first_seen = iif(first_seen = 0, excluded.first_seen, first_seen)"
 )
+# (first_seen 0: a device listed in config that was never heard from; `enroll`)
 INSERT_UNSEEN = (
     "INSERT INTO devices(device_id, first_seen, last_seen, online) "
     "SELECT value ->> 0, value ->> 1, value ->> 1, 0 FROM json_each(?) WHERE true "
-    "ON CONFLICT(device_id) DO NOTHING"
+    "ON CONFLICT(device_id) DO UPDATE SET first_seen = excluded.first_seen, "
+    "last_seen = max(last_seen, excluded.last_seen) WHERE first_seen = 0"
 )
 UPSERT_PRESENCE = (
     "INSERT INTO devices(device_id, first_seen, last_seen, online) "
     "SELECT value ->> 0, value ->> 1, value ->> 1, value ->> 2 FROM json_each(?) WHERE true "
     "ON CONFLICT(device_id) DO UPDATE SET online = excluded.online, "
-    "last_seen = max(last_seen, excluded.last_seen)"
+    "last_seen = max(last_seen, excluded.last_seen), "
+    "first_seen = iif(first_seen = 0, excluded.first_seen, first_seen)"
+)
+ENROLL = (
+    "INSERT INTO devices(device_id, first_seen, last_seen, online) "
+    "SELECT value ->> 0, 0, 0, 0 FROM json_each(?) WHERE true ON CONFLICT(device_id) DO NOTHING"
+)
+ENROLL_GROUPS = (
+    "INSERT INTO attributes(device_id, name, value, ts) "
+    "SELECT value ->> 0, 'group', value ->> 1, 0 FROM json_each(?) WHERE value ->> 1 != '' "
+    "ON CONFLICT(device_id, name) DO UPDATE SET value = excluded.value "
+    "WHERE value IS NOT excluded.value"
 )
 
 SeriesKey = tuple[str, str, str]  # device_id, metric, unit ('' for none)

@@ -35,8 +35,33 @@ export function hubInfo() {
   return getJSON("/api/info");
 }
 
-export async function listDevices() {
-  return (await getJSON("/api/devices")).devices;
+/**
+ * One page of the device list, in id order: `{devices, next, total}`. `after`
+ * is the previous page's `next`; `q`, `group` and `status` filter on the hub.
+ */
+export function devicePage({ limit, after, offset, q, group, status, signal }) {
+  const query = new URLSearchParams({ limit: String(limit) });
+  if (after) query.set("after", after);
+  if (offset) query.set("offset", String(offset));
+  if (q) query.set("q", q);
+  if (group) query.set("group", group);
+  if (status) query.set("status", status);
+  return getJSON(`/api/devices?${query}`, { signal });
+}
+
+/** `{total, status: {online, stale, offline}, groups: {name: n}}`. */
+export function deviceCounts() {
+  return getJSON("/api/devices/counts");
+}
+
+/** One device (`GET /api/devices/{id}`), or null if the hub has none by that id. */
+export async function findDevice(id) {
+  try {
+    return await getJSON(`/api/devices/${encodeURIComponent(id)}`);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) return null;
+    throw error;
+  }
 }
 
 /**

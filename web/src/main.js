@@ -1,19 +1,24 @@
 // Wiring: fetch /api/info, build the store, the views and the connection,
 // and run one animation-frame loop that folds buffered readings in and
-// redraws what changed (the list at most four times a second).
+// redraws what changed (the list's text at most four times a second, its
+// rows as it scrolls). The page subscribes to the devices it shows: the
+// list's rows and the open device.
 
 import "./style.css";
 import { AdminPanel } from "./admin.js";
-import { hubInfo, listDevices, useDashboardToken } from "./api.js";
+import { deviceCounts, findDevice, hubInfo, useDashboardToken } from "./api.js";
 import { ConnectionBar } from "./bar.js";
 import { Connection, transportsFrom } from "./connection.js";
 import { DeviceView } from "./device.js";
 import { DeviceList } from "./devices.js";
 import { byId, setText } from "./format.js";
+import { newFetch } from "./pages.js";
 import { Store } from "./store.js";
 
 const LIST_EVERY_MS = 250;
-const DEVICES_EVERY_MS = 30_000;
+const DEVICES_EVERY_MS = 30_000; // the rows on screen are described again
+const COUNTS_EVERY_MS = 5000;
+const PRESENCE_COUNTS_MS = 1000; // counts again this soon after a presence change
 const NARROW = matchMedia("(max-width: 860px)");
 const TOKEN_KEY = "telemetry-hub.dashboard-token";
 
@@ -42,7 +47,6 @@ async function main() {
   let scheduled = false;
   let lastList = -Infinity;
   let listTimer = null;
-  let unknownTimer = null;
   const wake = () => {
     if (!scheduled) {
       scheduled = true;
@@ -51,24 +55,74 @@ async function main() {
   };
   store.wake = wake;
 
+  let connection = null;
+  let rowIds = [];
+  const opened = () => (detail.deviceId === null ? [] : [detail.deviceId]);
+  const subscribe = (now = false) => connection?.want(new Set([...rowIds, ...opened()]), now);
+
   const bar = new ConnectionBar(store);
-  const list = new DeviceList(store, { onOpen: (id) => navigate(id, currentRoute().range) });
   const detail = new DeviceView(store, {
     onClose: () => navigate(null),
     onRange: (range) => navigate(detail.deviceId, range),
   });
+  const list = new DeviceList(store, {
+    onOpen: (id) => navigate(id, currentRoute().range),
+    onRows: (ids) => {
+      rowIds = ids;
+      subscribe();
+    },
+    pinned: opened,
+  });
   const admin = new AdminPanel(store, { transports, openDevice: () => detail.deviceId });
 
-  let refreshing = null;
-  const refreshDevices = () => {
-    refreshing ??= listDevices()
-      .then((devices) => store.loadDevices(devices))
-      .catch(() => {}) // the next refresh or reconnect tries again
-      .finally(() => {
-        refreshing = null;
-      });
-    return refreshing;
+  // The open device's group, attributes and latest values, asked for alone:
+  // the list need not have it (a link to one device of a large fleet).
+  const describeOpen = async () => {
+    const id = detail.deviceId;
+    if (id === null) return;
+    const number = newFetch();
+    try {
+      const device = await findDevice(id);
+      if (device === null || detail.deviceId !== id) return;
+      store.loadDevices([device], number);
+      detail.renderFacts(Date.now()); // its charts, without waiting for the next tick
+    } catch {
+      // the next connect, gap or open tries again
+    }
   };
+
+  // Counts by status and group, for the filters and the heading: every few
+  // seconds, and soon after a presence change. When they change, devices
+  // came, went or changed status: the rows on screen are described again.
+  let countsKey = null;
+  let countsTimer = null;
+  let countsDue = Infinity;
+  const countsIn = (ms) => {
+    if (Date.now() + ms >= countsDue) return;
+    clearTimeout(countsTimer);
+    countsDue = Date.now() + ms;
+    countsTimer = setTimeout(loadCounts, ms);
+  };
+  async function loadCounts() {
+    clearTimeout(countsTimer);
+    countsDue = Infinity;
+    if (!document.hidden) {
+      try {
+        const counts = await deviceCounts();
+        list.setCounts(counts);
+        const key = JSON.stringify(counts);
+        if (countsKey !== null && key !== countsKey) list.refresh();
+        countsKey = key;
+        wake();
+      } catch {
+        // the next round tries again
+      }
+    }
+    countsIn(COUNTS_EVERY_MS);
+  }
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) countsIn(0);
+  });
 
   function frame() {
     scheduled = false;
@@ -77,9 +131,9 @@ async function main() {
     detail.render(now);
     const slow = now - lastList >= LIST_EVERY_MS;
     bar.render(now, slow);
+    list.render(now, slow); // rows placed as the list scrolls; their text when slow
     if (slow) {
       lastList = now;
-      list.render(now);
       detail.renderFacts(now);
       admin.render();
     } else if (listTimer === null) {
@@ -87,13 +141,6 @@ async function main() {
         listTimer = null;
         wake();
       }, LIST_EVERY_MS - (now - lastList));
-    }
-    if (store.unknown && unknownTimer === null) {
-      // A device we have readings from but no group or attributes for yet.
-      unknownTimer = setTimeout(() => {
-        unknownTimer = null;
-        refreshDevices();
-      }, 1000);
     }
   }
 
@@ -103,7 +150,7 @@ async function main() {
   setInterval(() => {
     if (document.hidden) store.apply();
   }, 1000);
-  setInterval(refreshDevices, DEVICES_EVERY_MS);
+  setInterval(() => list.refresh(), DEVICES_EVERY_MS);
 
   // -- routing: #device=<id>&range=<range> ----------------------------------
   function navigate(device, range) {
@@ -123,11 +170,12 @@ async function main() {
     if (device) {
       detail.open(device, range);
       list.select(device);
-      refreshDevices(); // fresh attributes for the device being opened
+      if (device !== before) describeOpen();
     } else {
       detail.close();
       list.select(null);
     }
+    subscribe(true);
     document.body.dataset.view = device ? "device" : "list";
     if (fromUser && NARROW.matches) {
       // Stacked layout: the list is hidden behind the device, so move focus too.
@@ -145,18 +193,34 @@ async function main() {
   tokenForm.hidden = !info.dashboard_token_required;
   tokenInput.value = token;
   useDashboardToken(token);
-  const connection = new Connection(store, {
+  connection = new Connection(store, {
     transports,
     token,
-    onConnect: refreshDevices,
+    onConnect: () => {
+      list.refresh();
+      describeOpen();
+      countsIn(0);
+    },
     onGap: () => {
       detail.refill();
-      refreshDevices();
+      list.refresh();
+      describeOpen();
     },
+    // Devices subscribed to just now: what came before HEAD is fetched.
+    onAdded: (added) => {
+      list.refresh();
+      if (added.includes(detail.deviceId)) {
+        detail.refill();
+        describeOpen();
+      }
+    },
+    onPresence: () => countsIn(PRESENCE_COUNTS_MS),
   });
   store.onReset = () => {
     detail.reset();
-    refreshDevices();
+    list.reload();
+    describeOpen();
+    countsIn(0);
   };
   tokenForm.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -171,13 +235,15 @@ async function main() {
       state: () => ({
         ...store.snapshot(),
         open: detail.snapshot(),
+        list: list.snapshot(),
+        subscribed: [...connection.subscribed].sort(),
         bar: [...bar.shown],
         transports,
       }),
     }),
   });
 
-  await refreshDevices();
+  loadCounts();
   applyRoute();
 }
 

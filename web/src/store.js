@@ -1,11 +1,15 @@
-// Client-side state: the cursor, the devices with their latest values, and
-// the connection's state. Socket events only append to `pending` (O(1) per
-// frame); `apply()` folds them into the devices once per animation frame.
+// Client-side state: the cursor, the devices the page shows (the list's
+// rows near the view and the open device, not the whole fleet) with their
+// latest values, and the connection's state. Socket events only append to
+// `pending` (O(1) per frame); `apply()` folds them into the devices once per
+// animation frame.
 
 const REPLAY_LOG_MAX = 200;
 // A hidden tab gets no animation frames: past this many buffered readings the
 // store folds them in at once rather than let the buffer grow.
 const PENDING_MAX = 50_000;
+// Past this many devices held, those the page no longer shows are forgotten.
+const DEVICES_MAX = 2000;
 
 export function statusOf(device, now, staleAfterMs) {
   if (!device.online) return "offline";
@@ -22,6 +26,7 @@ function newDevice(id) {
     lastData: null, // when its latest reading arrived (ms): what "stale" is about
     metrics: new Map(), // name -> {value, unit, ts, count, lastSeq}
     attributes: new Map(), // name -> {value, ts}
+    fetched: 0, // the number of the HTTP fetch that described it last (0: none)
     dirty: true,
   };
 }
@@ -39,9 +44,6 @@ export class Store {
         : { epoch: null, seq: null };
     this.head = info.head ?? null;
     this.devices = new Map();
-    this.version = 0; // bumped when devices or groups come or go: the list re-sorts
-    this.unknown = false; // readings from a device /api/devices has not described yet
-    this.pruneOnLoad = false; // after an epoch change: drop devices the new store lacks
     this.pending = [];
     this.pendingCount = 0;
     // upgrade: "none" (polling only, none tried), "trying", "done", or "refused"
@@ -104,11 +106,9 @@ export class Store {
       // Seqs of the old store mean nothing in the new one.
       this.head = seq;
       this.stats.resets += 1;
-      for (const device of this.devices.values()) {
-        for (const metric of device.metrics.values()) metric.lastSeq = null;
-      }
-      // The next device list says which devices the new store knows.
-      this.pruneOnLoad = true;
+      // What the page holds is of the old store: the list and the open
+      // device load again from the new one (onReset).
+      this.devices.clear();
       this.say("the hub's store was recreated: history reloaded");
       this.onReset();
     }
@@ -170,21 +170,15 @@ export class Store {
 
   // -- from HTTP ------------------------------------------------------------
 
-  /** `/api/devices`: group, presence, attributes, and latest values we lack. */
-  loadDevices(list) {
-    if (this.pruneOnLoad) {
-      this.pruneOnLoad = false;
-      const known = new Set(list.map((d) => d.device_id));
-      // (A device that sends again is added back by its readings.)
-      for (const id of [...this.devices.keys()]) if (!known.has(id)) this.devices.delete(id);
-      this.version += 1;
-    }
+  /**
+   * Devices from `/api/devices` (a page, or one device): group, presence,
+   * attributes, and latest values we lack. `fetched` numbers the fetch.
+   */
+  loadDevices(list, fetched) {
     for (const d of list) {
-      const device = this.device(d.device_id, true);
-      if (device.group !== (d.group ?? null)) {
-        device.group = d.group ?? null;
-        this.version += 1;
-      }
+      const device = this.device(d.device_id);
+      device.group = d.group ?? null;
+      device.fetched = Math.max(device.fetched, fetched);
       device.online = d.online === true;
       if (d.last_seen && (!device.lastSeen || d.last_seen > device.lastSeen)) {
         device.lastSeen = d.last_seen;
@@ -203,8 +197,16 @@ export class Store {
       device.attributes = new Map(Object.entries(d.attributes || {}));
       device.dirty = true;
     }
-    this.unknown = false;
     this.wake();
+  }
+
+  /** Once there are many, forget the devices not in `keep()` (a Set): the
+   * list holds pages near its view only, so memory follows the view, not
+   * the fleet. */
+  trim(keep) {
+    if (this.devices.size <= DEVICES_MAX) return;
+    const kept = keep();
+    for (const id of this.devices.keys()) if (!kept.has(id)) this.devices.delete(id);
   }
 
   // -- once per animation frame ---------------------------------------------
@@ -244,21 +246,13 @@ export class Store {
     return applied;
   }
 
-  device(id, fromApi = false) {
+  device(id) {
     let device = this.devices.get(id);
     if (!device) {
       device = newDevice(id);
       this.devices.set(id, device);
-      this.version += 1;
-      if (!fromApi) this.unknown = true;
     }
     return device;
-  }
-
-  groups() {
-    const groups = new Set();
-    for (const device of this.devices.values()) if (device.group) groups.add(device.group);
-    return [...groups].sort();
   }
 
   /** A plain copy for `window.__hub.state()` (tests and the curious). */
