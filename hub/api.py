@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from hub.auth import Authenticator
 from hub.config import parse_duration
-from hub.errors import AuthError, AuthFailure, ConfigError, QueryError, StoreError
+from hub.errors import AuthError, AuthFailure, ConfigError, QueryError, StoreClosed
 from hub.metrics import Metrics
 from hub.models import DeviceRecord, is_valid_device_id
 from hub.presence import Presence
@@ -156,10 +156,11 @@ def api(
             return jsonify({"error": f"no device {device_id[:80]!r}"}), 404
         return jsonify(_device(record, presence, auth)), 200
 
-    @blueprint.app_errorhandler(StoreError)
-    async def store_error(error: StoreError) -> tuple[Response, int]:
-        """The store cannot answer (shutting down, or failing): 503, in JSON."""
-        return jsonify({"error": f"the store cannot answer: {error}"}), 503
+    @blueprint.app_errorhandler(StoreClosed)
+    async def store_closed(error: StoreClosed) -> tuple[Response, int]:
+        """Asked while the hub stops (a dashboard polling the counts): 503.
+        Any other store failure is a 500, logged."""
+        return jsonify({"error": "the hub is stopping: the store is closed"}), 503
 
     @blueprint.get("/api/devices/<device_id>/readings")
     async def readings(device_id: str) -> tuple[Response, int]:

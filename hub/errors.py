@@ -36,6 +36,13 @@ class StoreError(HubError):
         super().__init__(f"store {operation} failed: {detail}")
 
 
+class StoreClosed(StoreError):
+    """The store is not open (before the hub started, or as it stops)."""
+
+    def __init__(self, operation: str):
+        super().__init__(operation, "the store is not open")
+
+
 class HubClosing(HubError):
     """The hub is shutting down and takes no new input."""
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from hub.app import create_hub
 from hub.config import Settings
 from tests.hubs import hub_settings, serve_hub
 
@@ -62,3 +63,12 @@ async def test_a_server_error_under_api_is_json_and_logged(
             assert body == {"error": "internal server error: internal error"}
     logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("no such table" in str(r.exc_info) for r in logged)
+
+
+async def test_asked_while_the_store_is_closed_the_api_answers_503(no_mqtt: Settings) -> None:
+    """A dashboard polling the counts as the hub stops: not a 500."""
+    hub = create_hub(no_mqtt)  # never started: its store is not open
+    client = hub.quart.test_client()
+    response = await client.get("/api/devices/counts")
+    assert response.status_code == 503
+    assert await response.get_json() == {"error": "the hub is stopping: the store is closed"}

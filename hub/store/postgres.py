@@ -40,7 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from hub.errors import StoreError
+from hub.errors import StoreClosed, StoreError
 from hub.models import (
     Attribute,
     Bucket,
@@ -954,7 +954,7 @@ def _seq_range(seq: int, upto: int, device_ids: Collection[str] | None) -> tuple
 
 def _opened(pool: asyncpg.Pool | None) -> asyncpg.Pool:
     if pool is None:
-        raise StoreError("use", "the store is not open")
+        raise StoreClosed("use")
     return pool
 
 

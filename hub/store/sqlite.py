@@ -24,7 +24,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from hub.errors import StoreError
+from hub.errors import StoreClosed, StoreError
 from hub.models import (
     Bucket,
     CommandRecord,
@@ -108,7 +108,7 @@ class SqliteStore:
     @property
     def db(self) -> aiosqlite.Connection:
         if self._db is None:
-            raise StoreError("use", "the store is not open")
+            raise StoreClosed("use")
         return self._db
 
     async def open(self) -> None:
@@ -557,7 +557,7 @@ class SqliteStore:
 
     async def _fetch(self, sql: str, params: Any) -> list[Any]:
         if self._reader is None:
-            raise StoreError("query", "the store is not open")
+            raise StoreClosed("query")
         try:
             return list(await self._reader.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
