@@ -256,13 +256,8 @@ class MqttIngest:
             self._describe(source, device_id, item.name, message.received_ms, messages)
         else:
             messages.append(
-                rejected(
-                    message.payload,
-                    device_id=device_id,
-                    source=Source.MQTT,
-                    received_ms=message.received_ms,
-                    reason=RejectReason.INVALID_VALUE,
-                    detail=f"{source.label}: {item.detail}",
+                _refused(
+                    message, device_id, RejectReason.INVALID_VALUE, f"{source.label}: {item.detail}"
                 )
             )
 
@@ -306,13 +301,11 @@ class MqttIngest:
             self._heard_now(device_id)
         else:
             messages.append(
-                rejected(
-                    message.payload,
-                    device_id=device_id,
-                    source=Source.MQTT,
-                    received_ms=message.received_ms,
-                    reason=RejectReason.INVALID_STATUS,
-                    detail="status must be 'online' or 'offline'",
+                _refused(
+                    message,
+                    device_id,
+                    RejectReason.INVALID_STATUS,
+                    "status must be 'online' or 'offline'",
                 )
             )
 
@@ -336,3 +329,15 @@ def _link(device_id: str, online: bool, links: list[LinkEvent], seen: list[str])
     links.append(LinkEvent(device_id, MQTT_LINK, online))
     if not online:
         seen[:] = [d for d in seen if d != device_id]
+
+
+def _refused(message: MqttMessage, device_id: str, reason: RejectReason, detail: str) -> Normalized:
+    """A message that cannot be taken, as its dead letter."""
+    return rejected(
+        message.payload,
+        device_id=device_id,
+        source=Source.MQTT,
+        received_ms=message.received_ms,
+        reason=reason,
+        detail=detail,
+    )
