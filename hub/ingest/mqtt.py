@@ -279,8 +279,9 @@ class MqttIngest:
             Attribute(device_id, "source", source.label, received_ms),
         ]
         if source.group:
-            described.append(Attribute(device_id, "group", source.group, received_ms))
-            self.auth.join_group(device_id, source.group)
+            self.auth.join_group(device_id, source.group)  # unless [[devices]] gives one
+            group = self.auth.groups[device_id]
+            described.append(Attribute(device_id, "group", group, received_ms))
         messages.append(Normalized(attributes=tuple(described)))
 
     def _status(
