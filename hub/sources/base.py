@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
+from hub.config import SourceSettings
+
 NO_UNITS: Mapping[str, str] = MappingProxyType({})
 
 
@@ -70,6 +72,17 @@ class Source(Protocol):
     def decode(self, topic: str, payload: bytes, retained: bool) -> list[Decoded] | None:
         """What the message means; None when the topic is not this source's,
         an empty list when it is but carries nothing to store."""
+
+
+class Preset:
+    """What each firmware preset keeps of its `[[mqtt.sources]]` entry: its
+    devices' group and the units that override the firmware's."""
+
+    label = ""  # the preset's name
+
+    def __init__(self, settings: SourceSettings):
+        self.group = settings.group
+        self.units = settings.units
 
 
 def text_of(payload: bytes) -> str | None:

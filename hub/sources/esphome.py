@@ -27,6 +27,7 @@ from hub.config import SourceSettings
 from hub.sources.base import (
     Availability,
     Decoded,
+    Preset,
     Refused,
     Subscription,
     Telemetry,
@@ -40,21 +41,14 @@ COMPONENTS = (*sorted(NUMERIC), "text_sensor")
 UNITS_MAX = 200_000  # entities whose unit is kept
 
 
-class EspHome:
+class EspHome(Preset):
     """The `esphome` preset."""
 
+    label = "esphome"
+
     def __init__(self, settings: SourceSettings):
-        self._group = settings.group
-        self.units = settings.units
+        super().__init__(settings)
         self.unit_of: dict[str, str] = {}  # state topic -> unit, from discovery
-
-    @property
-    def label(self) -> str:
-        return "esphome"
-
-    @property
-    def group(self) -> str:
-        return self._group
 
     def subscriptions(self) -> list[Subscription]:
         return [

@@ -28,6 +28,7 @@ from hub.config import SourceSettings
 from hub.sources.base import (
     Availability,
     Decoded,
+    Preset,
     Refused,
     Subscription,
     Telemetry,
@@ -50,23 +51,16 @@ _DEVICE_ATTRIBUTES = {
 }
 
 
-class Homie:
+class Homie(Preset):
     """The `homie` preset."""
 
+    label = "homie"
+
     def __init__(self, settings: SourceSettings):
-        self._group = settings.group
-        self.units = settings.units
+        super().__init__(settings)
         # (device, node, property) -> "$unit" / "$datatype" as published
         self.unit: dict[tuple[str, str, str], str] = {}
         self.datatype: dict[tuple[str, str, str], str] = {}
-
-    @property
-    def label(self) -> str:
-        return "homie"
-
-    @property
-    def group(self) -> str:
-        return self._group
 
     def subscriptions(self) -> list[Subscription]:
         return [

@@ -23,8 +23,15 @@ from typing import Any
 
 import orjson
 
-from hub.config import SourceSettings
-from hub.sources.base import Availability, Decoded, Refused, Subscription, Telemetry, text_of
+from hub.sources.base import (
+    Availability,
+    Decoded,
+    Preset,
+    Refused,
+    Subscription,
+    Telemetry,
+    text_of,
+)
 
 PREFIX = "tele"
 _TEMPERATURE_UNITS = {"C": "Cel", "F": "degF"}
@@ -47,20 +54,10 @@ _FIXED_UNITS = {
 _NOT_VALUES = ("Time", "Epoch", "TempUnit", "PressureUnit", "SpeedUnit", "TotalStartTime")
 
 
-class Tasmota:
+class Tasmota(Preset):
     """The `tasmota` preset."""
 
-    def __init__(self, settings: SourceSettings):
-        self._group = settings.group
-        self.units = settings.units
-
-    @property
-    def label(self) -> str:
-        return "tasmota"
-
-    @property
-    def group(self) -> str:
-        return self._group
+    label = "tasmota"
 
     def subscriptions(self) -> list[Subscription]:
         return [

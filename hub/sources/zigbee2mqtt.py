@@ -27,7 +27,15 @@ from typing import Any
 import orjson
 
 from hub.config import SourceSettings
-from hub.sources.base import Availability, Decoded, Refused, Subscription, Telemetry, text_of
+from hub.sources.base import (
+    Availability,
+    Decoded,
+    Preset,
+    Refused,
+    Subscription,
+    Telemetry,
+    text_of,
+)
 
 BASE = "zigbee2mqtt"
 DOCUMENTED_UNITS: Mapping[str, str] = {
@@ -50,22 +58,15 @@ _SKIPPED = ("last_seen",)
 DESCRIBED_MAX = 100_000  # devices whose exposed units are kept
 
 
-class Zigbee2Mqtt:
+class Zigbee2Mqtt(Preset):
     """The `zigbee2mqtt` preset."""
 
+    label = "zigbee2mqtt"
+
     def __init__(self, settings: SourceSettings):
-        self._group = settings.group
-        self.units = settings.units
+        super().__init__(settings)
         # friendly name -> property -> unit, from bridge/devices
         self.described: dict[str, dict[str, str]] = {}
-
-    @property
-    def label(self) -> str:
-        return "zigbee2mqtt"
-
-    @property
-    def group(self) -> str:
-        return self._group
 
     def subscriptions(self) -> list[Subscription]:
         return [
