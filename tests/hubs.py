@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -66,12 +67,21 @@ async def serve_hub(settings: Settings, port: int = 0) -> AsyncIterator[RunningH
         yield RunningHub(hub, f"http://127.0.0.1:{port}", port)
 
 
-async def wait_until(predicate: Callable[[], bool], within: float = 10.0, what: str = "") -> None:
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], within: float = 10.0, what: str = ""
+) -> None:
+    """Wait for `predicate` (a function, or a coroutine function asking the
+    hub over HTTP) to hold."""
     deadline = time.monotonic() + within
-    while not predicate():
+    while not await _holds(predicate):
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {within}s waiting for {what or predicate}")
         await asyncio.sleep(0.01)
+
+
+async def _holds(predicate: Callable[[], bool | Awaitable[bool]]) -> bool:
+    result = predicate()
+    return await result if inspect.isawaitable(result) else result
 
 
 @dataclass

@@ -3,10 +3,8 @@ a publisher on the test's broker, and what a user then sees of the devices."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,7 +14,7 @@ import orjson
 
 from devices import parse_broker_url
 from hub.config import MqttSettings, Settings, SourceSettings
-from tests.hubs import RunningHub
+from tests.hubs import RunningHub, wait_until
 
 
 def with_sources(settings: Settings, *sources: SourceSettings) -> Settings:
@@ -97,16 +95,8 @@ async def until_device(
             and (online is None or seen.online == online)
         )
 
-    await wait_async(check, f"{device_id} with {metrics} metrics, online={online}")
+    await wait_until(check, what=f"{device_id} with {metrics} metrics, online={online}")
     return latest[device_id]
-
-
-async def wait_async(check: Callable[[], Awaitable[bool]], what: str, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def rejections(running: RunningHub) -> list[tuple[str, str, str]]:

@@ -13,8 +13,8 @@ import pytest
 from hub import cli
 from hub.config import load_settings
 from tests.brokers import Mosquitto, free_port
-from tests.hubs import hub_settings, serve_hub
-from tests.sources import devices, wait_async, with_sources
+from tests.hubs import hub_settings, serve_hub, wait_until
+from tests.sources import devices, with_sources
 
 CONFIG = """
 [mqtt]
@@ -105,7 +105,7 @@ async def test_each_foreign_device_publishes_only_as_itself(
                 return all(d in shown and shown[d].metrics for d in wanted)
 
             # plug1's refused publishes came before its good ones on one link.
-            await wait_async(arrived, "the readings plug1, plug2 and the bridge may send")
+            await wait_until(arrived, what="the readings plug1, plug2 and the bridge may send")
             shown = await devices(running)
     finally:
         broker.stop()

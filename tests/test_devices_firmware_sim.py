@@ -21,7 +21,7 @@ from hub.config import Settings, SourceSettings
 from hub.sources.names import device_id_for
 from tests.brokers import Mosquitto
 from tests.hubs import RunningHub, serve_hub, wait_until
-from tests.sources import Seen, devices, until_device, wait_async, with_sources
+from tests.sources import Seen, devices, until_device, with_sources
 
 PROJECT = Path(__file__).resolve().parents[1]
 Preset = Literal["tasmota", "zigbee2mqtt", "homie", "esphome"]
@@ -126,7 +126,7 @@ async def until_shows(running: RunningHub, device_id: str, metrics: list[str]) -
         seen = latest.get(device_id)
         return seen is not None and seen.online and set(metrics) <= set(seen.metrics)
 
-    await wait_async(check, f"{device_id} online with {metrics}")
+    await wait_until(check, what=f"{device_id} online with {metrics}")
     return latest[device_id]
 
 
@@ -188,7 +188,7 @@ async def test_a_killed_device_goes_offline_by_its_last_will(
                 seen = (await devices(running)).get(device_id)
                 return seen is not None and seen.attributes.get("state") == "lost"
 
-            await wait_async(lost, f"{device_id} with $state lost")
+            await wait_until(lost, what=f"{device_id} with $state lost")
 
 
 async def test_a_mixed_fleet_shares_one_hub(settings: Settings, mosquitto: Mosquitto) -> None:

@@ -11,7 +11,7 @@ import pytest
 from hub.config import AuthSettings, DeviceSettings, Settings, SourceSettings
 from hub.sources.names import device_id_for
 from tests.brokers import Mosquitto
-from tests.hubs import RunningHub, serve_hub
+from tests.hubs import RunningHub, serve_hub, wait_until
 from tests.sources import (
     devices,
     publish,
@@ -19,7 +19,6 @@ from tests.sources import (
     readings,
     rejections,
     until_device,
-    wait_async,
     with_sources,
 )
 
@@ -43,8 +42,8 @@ async def test_a_layout_of_numbers_with_units_and_a_group(
         await publish(mqtt, "farm/barn-1/soil", "wet")  # not a number
         await publish(mqtt, "farm/barn-1/soil", "42")
         await publish(mqtt, "farm/barn-1/extra/level", "1")  # not this layout's topic
-        await wait_async(
-            lambda: _has(running, "barn-1", "soil", 2), "two soil readings from barn-1"
+        await wait_until(
+            lambda: _has(running, "barn-1", "soil", 2), what="two soil readings from barn-1"
         )
         barn = (await devices(running))["barn-1"]
         refused = await rejections(running)
@@ -113,14 +112,14 @@ async def test_foreign_names_map_to_ids_and_no_two_devices_share_one(
             mapped = [device_id_for(name) for name in names[:3]]
             for device_id in mapped:
                 await until_device(running, device_id)
-            await wait_async(lambda: _count(running, 2), "two refusals")
+            await wait_until(lambda: _count(running, 2), what="two refusals")
             shown = await devices(running)
             refused = await rejections(running)
         # After a restart the holder of an id is the same: the store remembers.
         async with serve_hub(settings) as running:
             await publish(mqtt, "zigbee2mqtt/kitchen", {"temperature": 40})
             await publish(mqtt, "tele/kitchen/SENSOR", {"AM2301": {"Temperature": 22}})
-            await wait_async(lambda: _count(running, 3), "a third refusal")
+            await wait_until(lambda: _count(running, 3), what="a third refusal")
             after = await readings(running, "kitchen", "am2301_temperature")
             refused_after = await rejections(running)
     assert mapped == [
@@ -165,7 +164,7 @@ async def test_listed_enrollment_applies_to_source_devices(
         await publish(mqtt, "zigbee2mqtt/stranger/availability", "online")
         await publish(mqtt, "zigbee2mqtt/listed-sensor", {"temperature": 21})
         await until_device(running, "listed-sensor")
-        await wait_async(lambda: _count(running, 1), "a refusal")
+        await wait_until(lambda: _count(running, 1), what="a refusal")
         shown = await devices(running)
         refused = await rejections(running)
     assert "stranger" not in shown
@@ -186,7 +185,7 @@ async def test_retained_values_are_not_new_readings_but_their_attributes_are_kep
                 seen = (await devices(running)).get("node1")
                 return seen is not None and "version" in seen.attributes and seen.online
 
-            await wait_async(described, "node1's retained attribute and status")
+            await wait_until(described, what="node1's retained attribute and status")
             before = await readings(running, "node1", "temperature")
             await publish(mqtt, "node1/sensor/temperature/state", "20.5", retain=True)
             await until_device(running, "node1")

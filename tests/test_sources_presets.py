@@ -9,7 +9,7 @@ import pytest
 from hub.config import Settings, SourceSettings
 from hub.sources.names import device_id_for
 from tests.brokers import Mosquitto
-from tests.hubs import serve_hub
+from tests.hubs import serve_hub, wait_until
 from tests.sources import (
     devices,
     publish,
@@ -17,7 +17,6 @@ from tests.sources import (
     readings,
     rejections,
     until_device,
-    wait_async,
     with_sources,
 )
 
@@ -381,7 +380,7 @@ async def test_each_preset_refuses_what_it_cannot_read_and_stores_the_next(
             shown = await devices(running)
             return all(i in shown and shown[i].metrics for i in ids)
 
-        await wait_async(all_stored, "a good reading from every device")
+        await wait_until(all_stored, what="a good reading from every device")
         refused = await rejections(running)
     assert sorted(device for device, _, _ in refused) == sorted(ids)
     reasons = {device: reason for device, reason, _ in refused}
