@@ -91,25 +91,15 @@ class Pipeline:
             holder = self.names.claim(device_id, label, name)
             if holder is not None:
                 shown = "the native topics" if label == NATIVE else f"{label} {name!r}"
-                refused = rejected(
-                    raw,
-                    device_id=device_id,
-                    source=source,
-                    received_ms=received_ms,
-                    reason=RejectReason.DEVICE_ID_CONFLICT,
-                    detail=f"device id {device_id!r} from {shown} is held by {holder}",
+                detail = f"device id {device_id!r} from {shown} is held by {holder}"
+                return _refused(
+                    source, device_id, raw, received_ms, RejectReason.DEVICE_ID_CONFLICT, detail
                 )
-                return Prepared(refused, admitted=False)
         if valid and not self.auth.device_allowed(device_id):
-            refused = rejected(
-                raw,
-                device_id=device_id,
-                source=source,
-                received_ms=received_ms,
-                reason=RejectReason.UNKNOWN_DEVICE,
-                detail="not listed in [[devices]] and enrollment is not open",
+            detail = "not listed in [[devices]] and enrollment is not open"
+            return _refused(
+                source, device_id, raw, received_ms, RejectReason.UNKNOWN_DEVICE, detail
             )
-            return Prepared(refused, admitted=False)
         if valid and (wait := self.limiter.allow(device_id)):
             limited = rate_limited(
                 raw, device_id=device_id, source=source, received_ms=received_ms, wait=wait
@@ -195,3 +185,18 @@ class Pipeline:
                 rejected=accepted.rejected,
             )
         return Outcome(stored=accepted)
+
+
+def _refused(
+    source: Source, device_id: str, raw: bytes, received_ms: int, reason: RejectReason, detail: str
+) -> Prepared:
+    """A message refused before normalizing, as its dead letter."""
+    refused = rejected(
+        raw,
+        device_id=device_id,
+        source=source,
+        received_ms=received_ms,
+        reason=reason,
+        detail=detail,
+    )
+    return Prepared(refused, admitted=False)
