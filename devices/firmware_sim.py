@@ -27,7 +27,7 @@ from devices.errors import LinkError
 from devices.firmware import Firmware, Message, Sample, fleet
 from devices.link import Deadlines, describe
 from devices.mqtt_link import parse_broker_url
-from devices.progress import Progress, Tally
+from devices.progress import Progress, Tally, connected_all
 from devices.signals import MetricSpec, Signal, Spikes, make_signals, seeded
 from devices.sim_options import Options
 from devices.stop import Stop
@@ -308,15 +308,7 @@ async def run_firmware(
 
 
 async def _connect_all(connections: list[Connection], progress: Progress) -> bool:
-    results = await asyncio.gather(
-        *(connection.connect() for connection in connections), return_exceptions=True
-    )
-    failures = [result for result in results if isinstance(result, BaseException)]
-    for failure in failures:
-        if not isinstance(failure, LinkError):
-            raise failure
-        progress.note(str(failure))
-    return not failures
+    return await connected_all((connection.connect() for connection in connections), progress)
 
 
 async def _report_all(reporters: list[Reporter], options: Options, stop: Stop) -> float:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self, TextIO
+
+from devices.errors import LinkError
 
 
 @dataclass(slots=True)
@@ -122,3 +125,15 @@ class Progress:
         if self._drawn:
             self.stream.write("\r\x1b[K")
             self._drawn = False
+
+
+async def connected_all(connects: Iterable[Awaitable[object]], progress: Progress) -> bool:
+    """Connect a fleet at once: whether every connect succeeded, each link
+    failure noted in `progress` (anything else is raised)."""
+    results = await asyncio.gather(*connects, return_exceptions=True)
+    failures = [result for result in results if isinstance(result, BaseException)]
+    for failure in failures:
+        if not isinstance(failure, LinkError):
+            raise failure
+        progress.note(str(failure))
+    return not failures

@@ -40,7 +40,7 @@ from devices.http_link import HttpLink
 from devices.link import Link, SendResult
 from devices.mqtt_link import MqttLink
 from devices.outage import Radio, run_outages
-from devices.progress import Progress, Tally
+from devices.progress import Progress, Tally, connected_all
 from devices.signals import Signal, make_signals, seeded
 from devices.sim_options import PROTOCOLS, Options, build_parser, parse_options
 from devices.socketio_link import SocketIOLink
@@ -244,15 +244,7 @@ async def run(options: Options, tally: Tally, progress: Progress) -> float | Non
 
 
 async def _connect_all(runners: list[Runner], progress: Progress) -> bool:
-    results = await asyncio.gather(
-        *(runner.device.connect() for runner in runners), return_exceptions=True
-    )
-    failures = [result for result in results if isinstance(result, BaseException)]
-    for failure in failures:
-        if not isinstance(failure, LinkError):
-            raise failure
-        progress.note(str(failure))
-    if failures:
+    if not await connected_all((runner.device.connect() for runner in runners), progress):
         return False
     for runner in runners:
         await runner.device.start()
