@@ -100,15 +100,12 @@ class RecordError(Exception):
 class Resolved:
     """One resolved record: what it names and holds."""
 
-    index: int
-    name: str  # the resolved name (bn + n)
-    device: str  # its device part ("" for none)
+    device: str  # the device part of its resolved name (bn + n), "" for none
     metric: str  # snake_case, not yet checked for length
     time: float  # epoch seconds (relative times resolved)
     value: float | bool | str | None  # None: a record with a sum only
     unit: str | None
     sum: float | None = None
-    data: bool = False  # vd: binary data, kept as its base64 text
 
 
 def is_pack(document: list[Any]) -> bool:
@@ -222,7 +219,6 @@ class Resolver:
         if has_sum or self.base_sum is not None:  # 4.5.4: a missing one of the two is 0
             total = _number(record, "s", 0.0, index) + (self.base_sum or 0.0)
         value: float | bool | str | None = None
-        data = False
         if present == ["v"]:
             value = _number(record, "v", 0.0, index) + self.base_value
         elif present == ["vb"]:
@@ -235,14 +231,12 @@ class Resolver:
             key = present[0]
             text: str = _text(record, key, "", index)
             value = text
-            if key == "vd":
-                data = True
-                if not DATA.fullmatch(text):
-                    raise RecordError(
-                        RejectReason.INVALID_SENML,
-                        f"record {index}: vd must be base64url without padding",
-                    )
-        return Resolved(index, name, device, metric, time, value, unit, total, data)
+            if key == "vd" and not DATA.fullmatch(text):  # kept as its base64 text
+                raise RecordError(
+                    RejectReason.INVALID_SENML,
+                    f"record {index}: vd must be base64url without padding",
+                )
+        return Resolved(device, metric, time, value, unit, total)
 
     def split(self, name: str) -> tuple[str, str]:
         """(device part, measurement) of a resolved name (see the module)."""
