@@ -68,10 +68,18 @@ class Listener:
                 self.seqs[device_id].append(envelope["seq"])
                 self.values.append(envelope["values"])
 
-    async def until(self, telemetry: int) -> None:
-        async with asyncio.timeout(5):
-            while self.telemetry < telemetry:  # noqa: ASYNC110 - counting as messages come
-                await asyncio.sleep(0.02)
+    async def until(self, telemetry: int, statuses: int = 0) -> None:
+        """Wait for `telemetry` readings and `statuses` status messages in all.
+        Each device publishes on its own connection: the broker keeps each
+        one's order, not an order across them, so a device's last status may
+        come after another device's last reading."""
+        await wait_until(
+            lambda: (
+                self.telemetry >= telemetry and sum(map(len, self.statuses.values())) >= statuses
+            ),
+            within=5,
+            what=f"{telemetry} readings and {statuses} statuses",
+        )
 
 
 @asynccontextmanager
@@ -103,7 +111,7 @@ async def test_every_message_sent_arrives(
         out = capsys.readouterr().out
         result = summary(out)
         # the simulator has exited: what it sent is all there is
-        await listener.until(int(result["sent"]))
+        await listener.until(int(result["sent"]), statuses=3 * 2)
     assert status == 0
     assert result["sent"] == result["acknowledged"] == listener.telemetry == 3 * 20 * 2
     assert result["errors"] == 0
@@ -204,10 +212,7 @@ async def test_a_signal_stops_the_sim_cleanly(mosquitto: Mosquitto, signum: int)
         async with asyncio.timeout(10):
             out, err = await sim.communicate()
         result = summary(out.decode())
-        await listener.until(int(result["sent"]))
-        async with asyncio.timeout(5):
-            while len(listener.statuses["sim-001"]) < 2:  # noqa: ASYNC110 - see until()
-                await asyncio.sleep(0.02)
+        await listener.until(int(result["sent"]), statuses=2 * 2)
     assert sim.returncode == 0, err.decode()
     assert result["sent"] == result["acknowledged"] == listener.telemetry
     assert result["errors"] == 0
