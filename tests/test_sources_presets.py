@@ -194,6 +194,15 @@ async def test_zigbee2mqtt(settings: Settings, mosquitto: Mosquitto) -> None:
             seen_plug = await until_device(running, "plug", metrics=2)
             seen_salon = await until_device(running, salon, metrics=8)
             shown = await devices(running)
+            # The bridge's Last Will: its devices' availability keeps its last
+            # value, yet none of them can be reached.
+            await publish(mqtt, "zigbee2mqtt/bridge/state", {"state": "offline"}, retain=True)
+            await until_device(running, weather, online=False)
+            await until_device(running, "plug", online=False)
+            # Back: a device returns by its own availability.
+            await publish(mqtt, "zigbee2mqtt/bridge/state", {"state": "online"}, retain=True)
+            await publish(mqtt, "zigbee2mqtt/living room/weather/availability", {"state": "online"})
+            await until_device(running, weather, online=True)
     assert seen_weather.metrics == {
         "temperature": (27.34, "Cel"),
         "humidity": (44.72, "%RH"),
@@ -202,6 +211,7 @@ async def test_zigbee2mqtt(settings: Settings, mosquitto: Mosquitto) -> None:
     }
     assert seen_weather.attributes["name"] == "living room/weather"
     assert seen_weather.attributes["source"] == "zigbee2mqtt"
+    assert seen_plug.online
     assert seen_plug.metrics == {"voltage": (230.1, "V"), "power": (12.0, "W")}
     assert seen_plug.attributes["state"] == "ON"
     assert seen_salon.metrics["voltage"] == (3.064, "V")

@@ -114,7 +114,7 @@ def test_zigbee2mqtt_availability_in_both_forms(payload: bytes, expected: object
 @pytest.mark.parametrize(
     "topic",
     [
-        "zigbee2mqtt/bridge/state",
+        "zigbee2mqtt/bridge/state",  # online; offline: see below
         "zigbee2mqtt/bridge/logging",
         "zigbee2mqtt/plug/set",
         "zigbee2mqtt/plug/get",
@@ -123,6 +123,24 @@ def test_zigbee2mqtt_availability_in_both_forms(payload: bytes, expected: object
 )
 def test_zigbee2mqtt_topics_that_are_not_readings(topic: str) -> None:
     assert Zigbee2Mqtt(SourceSettings()).decode(topic, b'{"state": "ON"}', False) == []
+
+
+@pytest.mark.parametrize("offline", [b'{"state":"offline"}', b"offline"])
+def test_zigbee2mqtt_bridge_offline_takes_offline_every_device_heard_through_it(
+    offline: bytes,
+) -> None:
+    source = Zigbee2Mqtt(SourceSettings())
+    assert source.decode("zigbee2mqtt/bridge/state", offline, True) == []  # none heard yet
+    source.decode("zigbee2mqtt/living room/weather", b'{"temperature": 21}', False)
+    source.decode("zigbee2mqtt/plug/availability", b'{"state":"online"}', False)
+    source.decode("zigbee2mqtt/plug/set", b'{"state": "OFF"}', False)  # a command: not heard
+    source.decode("zigbee2mqtt/bridge/devices", b"[]", True)
+    assert source.decode("zigbee2mqtt/bridge/state", offline, True) == [
+        Availability("living room/weather", False),
+        Availability("plug", False),
+    ]
+    # Online again: each device comes back by its own availability or readings.
+    assert source.decode("zigbee2mqtt/bridge/state", b'{"state":"online"}', True) == []
 
 
 def test_zigbee2mqtt_reads_units_from_bridge_devices_features_included() -> None:

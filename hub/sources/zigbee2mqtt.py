@@ -10,7 +10,15 @@ base topic `zigbee2mqtt`:
 - `zigbee2mqtt/bridge/...` is the bridge itself and never a device;
   `bridge/devices` (retained) describes each device, with the unit of each
   value it exposes, which the hub reads: `voltage` is mV on a battery
-  sensor but V on a mains plug.
+  sensor but V on a mains plug;
+- `zigbee2mqtt/bridge/state` is the bridge's own `{"state": "online"}` /
+  `"offline"` (its Last Will, retained). A device reaches MQTT only through
+  the bridge, and when the bridge dies the broker updates this topic alone
+  (each device's `availability` keeps its last value): so the bridge going
+  offline takes offline every device the hub heard from through it, as Home
+  Assistant's discovery does (availability `all` of bridge and device).
+  Devices come back by their own availability, which the bridge publishes
+  again on start, or with their next reading.
 - `/set`, `/get` (commands to a device) are not readings.
 
 Without a description, units are those of the docs' device pages:
@@ -56,6 +64,7 @@ DOCUMENTED_UNITS: Mapping[str, str] = {
 _COMMANDS = ("set", "get")
 _SKIPPED = ("last_seen",)
 DESCRIBED_MAX = 100_000  # devices whose exposed units are kept
+HEARD_MAX = 100_000  # devices taken offline with the bridge
 
 
 class Zigbee2Mqtt(Preset):
@@ -67,12 +76,16 @@ class Zigbee2Mqtt(Preset):
         super().__init__(settings)
         # friendly name -> property -> unit, from bridge/devices
         self.described: dict[str, dict[str, str]] = {}
+        # friendly names heard from, in this run (a dict keeps their order)
+        self.heard: dict[str, None] = {}
 
     def subscriptions(self) -> list[Subscription]:
         return [
             Subscription(f"{BASE}/#", telemetry=True),
-            # Every hub of a cluster needs the units (the line above may be shared).
+            # Every hub of a cluster needs the units and the bridge's state,
+            # (the line above may be shared): each offlines the devices it heard.
             Subscription(f"{BASE}/bridge/devices", telemetry=False),
+            Subscription(f"{BASE}/bridge/state", telemetry=False),
         ]
 
     def decode(self, topic: str, payload: bytes, retained: bool) -> list[Decoded] | None:
@@ -82,12 +95,16 @@ class Zigbee2Mqtt(Preset):
         if rest == "bridge" or rest.startswith("bridge/"):
             if rest == "bridge/devices":
                 self._describe(payload)
+            elif rest == "bridge/state" and _state(payload) == "offline":
+                return [Availability(name, False) for name in self.heard]
             return []
         name, _, last = rest.rpartition("/")
         if (name and last in _COMMANDS) or "/set/" in rest or "/get/" in rest:
             return []
         if name and last == "availability":
+            self._hear(name)
             return [self._availability(name, payload)]
+        self._hear(rest)
         try:
             document = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -99,16 +116,14 @@ class Zigbee2Mqtt(Preset):
             return []
         return [Telemetry(rest, values, self._units(rest))]
 
+    def _hear(self, name: str) -> None:
+        if len(self.heard) < HEARD_MAX:
+            self.heard[name] = None
+
     def _availability(self, name: str, payload: bytes) -> Decoded:
-        text = (text_of(payload) or "").strip()
-        if text.startswith("{"):
-            try:
-                state = orjson.loads(text).get("state")
-            except (orjson.JSONDecodeError, AttributeError):
-                state = None
-            text = state if isinstance(state, str) else ""
-        if text in ("online", "offline"):
-            return Availability(name, text == "online")
+        state = _state(payload)
+        if state in ("online", "offline"):
+            return Availability(name, state == "online")
         return Refused(name, 'availability must be online/offline or {"state": ...}')
 
     def _units(self, name: str) -> dict[str, str]:
@@ -135,6 +150,19 @@ class Zigbee2Mqtt(Preset):
             if units:
                 described[device["friendly_name"]] = units
         self.described = described
+
+
+def _state(payload: bytes) -> str:
+    """`online` from `online` or `{"state": "online"}` (the JSON form, the
+    only one since 2.0), and so on; "" when it is neither form."""
+    text = (text_of(payload) or "").strip()
+    if text.startswith("{"):
+        try:
+            state = orjson.loads(text).get("state")
+        except (orjson.JSONDecodeError, AttributeError):
+            state = None
+        text = state if isinstance(state, str) else ""
+    return text
 
 
 def _exposed_units(exposes: Iterable[Any]) -> Iterable[tuple[str, str]]:
