@@ -26,6 +26,7 @@ from hub.config import DeviceSettings, Settings, SourceSettings
 from hub.errors import ConfigError
 from hub.models import is_valid_device_id
 from hub.sources import build_sources
+from hub.sources.zigbee2mqtt import Zigbee2Mqtt
 
 DEFAULT_HUB_USER = "telemetry-hub"
 # What Mosquitto 2's own mosquitto_passwd writes: PBKDF2-HMAC-SHA512, 101
@@ -113,23 +114,17 @@ def passwd_text(users: list[BrokerUser]) -> str:
     return "".join(f"{user.name}:{password_hash(user.password)}\n" for user in users)
 
 
-# A preset's topics for one device that connects itself: what it publishes,
-# and what it reads (commands sent to it by others).
-PRESET_TOPICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "tasmota": (("tele/{id}/#", "stat/{id}/#"), ("cmnd/{id}/#",)),
-    "homie": (("homie/{id}/#",), ("homie/{id}/+/+/set",)),
-    "esphome": (("{id}/#", "homeassistant/+/{id}/+/config"), ("{id}/+/+/command",)),
-}
-# Zigbee2MQTT's bridge is one client for all its Zigbee devices: one user.
-BRIDGES = {"zigbee2mqtt": ("zigbee2mqtt/#",)}
+def bridges_of(sources: tuple[SourceSettings, ...]) -> dict[str, str]:
+    """Each bridge's broker user and the topics it publishes for all its
+    devices: one per Zigbee2MQTT base topic."""
+    return {
+        source.bridge_user: f"{source.base}/#"
+        for source in build_sources(sources)
+        if isinstance(source, Zigbee2Mqtt)
+    }
 
 
-def acl_text(
-    prefix: str,
-    hub_user: str,
-    sources: tuple[SourceSettings, ...] = (),
-    bridges: tuple[str, ...] = (),
-) -> str:
+def acl_text(prefix: str, hub_user: str, sources: tuple[SourceSettings, ...] = ()) -> str:
     """Each device (its broker user is its id) may publish only under its own
     id, on the native topics and in each source's layout: `pattern` lines,
     where Mosquitto puts the user's name for `%u`. One set of lines for any
@@ -149,33 +144,21 @@ def acl_text(
     ]
     lines += [f"pattern write {prefix}/%u/{kind}" for kind in DEVICE_WRITES]
     lines += [f"pattern read {prefix}/%u/{kind}" for kind in DEVICE_READS]
-    for source in sources:
-        writes, reads = source_topics(source, "%u")
+    readers = build_sources(sources)
+    for reader in readers:
+        writes, reads = reader.device_topics("%u")
         lines += [f"pattern write {topic}" for topic in writes]
         lines += [f"pattern read {topic}" for topic in reads]
     lines += ["", "# The hub reads what devices send and writes their commands."]
     lines += [f"user {hub_user}"]
     lines += [f"topic read {prefix}/+/{kind}" for kind in DEVICE_WRITES]
     lines += [f"topic write {prefix}/+/{kind}" for kind in DEVICE_READS]
-    for reader in build_sources(sources):
+    for reader in readers:
         lines += [f"topic read {s.filter}" for s in reader.subscriptions()]
-    for bridge in bridges:
+    for bridge, topics in bridges_of(sources).items():
         lines += ["", f"# The {bridge} bridge publishes for all its devices.", f"user {bridge}"]
-        lines += [f"topic readwrite {topic}" for topic in BRIDGES[bridge]]
+        lines += [f"topic readwrite {topics}"]
     return "\n".join(lines) + "\n"
-
-
-def source_topics(source: SourceSettings, device_id: str) -> tuple[list[str], list[str]]:
-    """(topics it may publish, topics it may read) of a device connecting
-    itself, in one source's layout."""
-    if source.preset in PRESET_TOPICS:
-        writes, reads = PRESET_TOPICS[source.preset]
-        return [t.format(id=device_id) for t in writes], [t.format(id=device_id) for t in reads]
-    if source.topic:
-        levels = source.topic.split("/")
-        mine = [device_id if v == "{device}" else "+" if v == "{metric}" else v for v in levels]
-        return ["/".join(mine)], []
-    return [], []  # a bridge's devices do not connect themselves
 
 
 def conf_text(settings: Settings, out_dir: Path) -> str:
@@ -279,9 +262,8 @@ def write_broker_files(
         generated = True
         _write(own, hub_password + "\n", 0o600)
         written.append(own)
-    bridges = tuple(s.preset for s in settings.mqtt.sources if s.preset in BRIDGES)
     bridge_users = []
-    for bridge in dict.fromkeys(bridges):
+    for bridge in bridges_of(settings.mqtt.sources):
         if any(device.id == bridge for device in settings.devices):
             raise ConfigError("[[devices]]", bridge, f"is the {bridge} bridge's broker user")
         path = out_dir / f"{bridge}-password"
@@ -293,12 +275,7 @@ def write_broker_files(
             written.append(path)
         bridge_users.append(BrokerUser(bridge, password))
     all_users = [BrokerUser(hub_user, hub_password), *users, *bridge_users]
-    acl = acl_text(
-        settings.mqtt.topic_prefix,
-        hub_user,
-        settings.mqtt.sources,
-        tuple(dict.fromkeys(bridges)),
-    )
+    acl = acl_text(settings.mqtt.topic_prefix, hub_user, settings.mqtt.sources)
     for name, text, mode in (
         (PASSWD, passwd_text(all_users), 0o600),
         (ACL, acl, 0o644),

@@ -92,6 +92,10 @@ class SourceSettings:
     format: Literal["json", "senml", "number"] = "json"
     units: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}))
     group: str = ""
+    # a preset's base topic, as its firmware names the setting ("": the firmware's
+    # default): Tasmota's FullTopic, Zigbee2MQTT's mqtt.base_topic, Homie's root
+    # topic, ESPHome's discovery_prefix
+    base: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +364,8 @@ def _check_source(source: SourceSettings, where: str) -> None:
         raise ConfigError(f"{where}.format", source.format, "a preset knows its own format")
     if source.group and not is_valid_device_id(source.group):
         raise ConfigError(f"{where}.group", source.group, "must be 1-64 of A-Z a-z 0-9 _ . -")
+    if source.base:
+        _check_base(source, f"{where}.base")
     if not source.topic:
         return
     levels = source.topic.split("/")
@@ -382,6 +388,30 @@ def _check_source(source: SourceSettings, where: str) -> None:
                 source.topic,
                 f"level {level!r}: a name, {{device}}, {{metric}}, + or a final #",
             )
+
+
+TASMOTA_TOKENS = ("%prefix%", "%topic%", "%hostname%", "%id%")
+
+
+def _check_base(source: SourceSettings, where: str) -> None:
+    if not source.preset:
+        raise ConfigError(where, source.base, "only a preset has a base topic")
+    # Tasmota's FullTopic ends with /; Tasmota adds it when it does not.
+    levels = source.base.removesuffix("/").split("/") if source.preset == "tasmota" else None
+    if levels is not None:
+        for token in ("%prefix%", "%topic%"):
+            if levels.count(token) != 1:
+                raise ConfigError(where, source.base, f"a FullTopic needs {token} as one level")
+    else:
+        levels = source.base.split("/")
+    for level in levels:
+        if level in TASMOTA_TOKENS and source.preset == "tasmota":
+            continue
+        if not is_valid_device_id(level):
+            rule = "levels of A-Z a-z 0-9 _ . - joined by /"
+            if source.preset == "tasmota":
+                rule += f", or whole levels {', '.join(TASMOTA_TOKENS)}"
+            raise ConfigError(where, source.base, f"must be {rule}")
 
 
 # ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """`telemetry-hub mosquitto-acl` with `[[mqtt.sources]]`: a real Mosquitto on
 the generated files lets each foreign device publish only under its own name,
-the Zigbee2MQTT bridge under its base topic, and the hub read all of it."""
+each Zigbee2MQTT bridge under its own base topic, and the hub read all of it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hub import cli
 from hub.config import load_settings
 from tests.brokers import Mosquitto, free_port
 from tests.hubs import hub_settings, serve_hub, wait_until
-from tests.sources import devices, with_sources
+from tests.sources import devices, rejections, with_sources
 
 CONFIG = """
 [mqtt]
@@ -25,6 +25,10 @@ preset = "tasmota"
 
 [[mqtt.sources]]
 preset = "zigbee2mqtt"
+
+[[mqtt.sources]]
+preset = "zigbee2mqtt"
+base = "garage/zigbee"  # a second bridge, its mqtt.base_topic set so
 
 [[mqtt.sources]]
 topic = "farm/{{device}}/{{metric}}"
@@ -40,6 +44,9 @@ token = "secret-2"
 
 [[devices]]
 id = "sensor"  # behind the Zigbee2MQTT bridge: listed, no broker user of its own
+
+[[devices]]
+id = "sensor2"  # behind the garage's bridge
 """
 
 
@@ -66,6 +73,8 @@ async def test_each_foreign_device_publishes_only_as_itself(
     assert "pattern read cmnd/%u/#\n" in acl
     assert "pattern write farm/%u/+\n" in acl
     assert "user zigbee2mqtt\ntopic readwrite zigbee2mqtt/#\n" in acl
+    assert "user garage-zigbee\ntopic readwrite garage/zigbee/#\n" in acl
+    assert "topic read garage/zigbee/#\n" in acl  # the hub's
     assert "topic read tele/+/SENSOR\n" in acl  # the hub's
 
     lines = (out / "mosquitto.conf").read_text().splitlines()
@@ -78,6 +87,7 @@ async def test_each_foreign_device_publishes_only_as_itself(
     try:
         hub_password = (out / "hub-password").read_text().strip()
         bridge_password = (out / "zigbee2mqtt-password").read_text().strip()
+        garage_password = (out / "garage-zigbee-password").read_text().strip()
         settings = load_settings(config, {})
         url = f"mqtt://telemetry-hub:{hub_password}@127.0.0.1:{port}"
         test_settings = with_sources(
@@ -90,6 +100,9 @@ async def test_each_foreign_device_publishes_only_as_itself(
             aiomqtt.Client(
                 "127.0.0.1", port, username="zigbee2mqtt", password=bridge_password
             ) as bridge,
+            aiomqtt.Client(
+                "127.0.0.1", port, username="garage-zigbee", password=garage_password
+            ) as garage,
         ):
             # plug1 as plug2, and as a Zigbee device: the broker drops both.
             await plug1.publish("tele/plug2/SENSOR", b'{"AM2301":{"Temperature":99}}', qos=1)
@@ -97,19 +110,27 @@ async def test_each_foreign_device_publishes_only_as_itself(
             await plug1.publish("farm/plug2/temperature", b"99", qos=1)
             await plug1.publish("tele/plug1/SENSOR", b'{"AM2301":{"Temperature":21}}', qos=1)
             await plug2.publish("farm/plug2/humidity", b"40", qos=1)
+            # Each bridge under its own base topic only.
+            await bridge.publish("garage/zigbee/fake", b'{"temperature": 99}', qos=1)
+            await garage.publish("zigbee2mqtt/fake", b'{"temperature": 99}', qos=1)
             await bridge.publish("zigbee2mqtt/sensor", b'{"temperature": 22}', qos=1)
+            await garage.publish("garage/zigbee/sensor2", b'{"temperature": 12}', qos=1)
 
             async def arrived() -> bool:
                 shown = await devices(running)
-                wanted = ("sensor", "plug1", "plug2")
+                wanted = ("sensor", "sensor2", "plug1", "plug2")
                 return all(d in shown and shown[d].metrics for d in wanted)
 
             # plug1's refused publishes came before its good ones on one link.
             await wait_until(arrived, what="the readings plug1, plug2 and the bridge may send")
             shown = await devices(running)
+            refused = await rejections(running)
     finally:
         broker.stop()
     assert shown["plug1"].metrics == {"am2301_temperature": (21.0, "Cel")}
     assert shown["plug2"].metrics == {"humidity": (40.0, "%RH")}
     assert shown["sensor"].metrics == {"temperature": (22.0, "Cel")}
+    assert shown["sensor2"].metrics == {"temperature": (12.0, "Cel")}
     assert "fake" not in shown
+    # Not even refused by the hub (fake is not listed): the broker never passed it on.
+    assert refused == []

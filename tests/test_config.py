@@ -463,6 +463,42 @@ def raises(tmp_path: Path, text: str, environ: Mapping[str, str] | None = None) 
             "a b",
             "must be 1-64",
         ),
+        (
+            "[[mqtt.sources]]\ntopic = 'a/{device}'\nbase = 'x'",
+            "mqtt.sources[0].base",
+            "x",
+            "only a preset has a base topic",
+        ),
+        (
+            "[[mqtt.sources]]\npreset = 'tasmota'\nbase = 'tasmota/%topic%/'",
+            "mqtt.sources[0].base",
+            "tasmota/%topic%/",
+            "needs %prefix% as one level",
+        ),
+        (
+            "[[mqtt.sources]]\npreset = 'tasmota'\nbase = '%prefix%/x_%topic%/'",
+            "mqtt.sources[0].base",
+            "%prefix%/x_%topic%/",
+            "needs %topic% as one level",
+        ),
+        (
+            "[[mqtt.sources]]\npreset = 'zigbee2mqtt'\nbase = 'zigbee/+'",
+            "mqtt.sources[0].base",
+            "zigbee/+",
+            "levels of A-Z a-z 0-9 _ . - joined by /",
+        ),
+        (
+            "[[mqtt.sources]]\npreset = 'homie'\nbase = 'homie/'",
+            "mqtt.sources[0].base",
+            "homie/",
+            "levels of A-Z a-z 0-9 _ . - joined by /",
+        ),
+        (
+            "[[mqtt.sources]]\npreset = 'esphome'\nbase = '%prefix%'",
+            "mqtt.sources[0].base",
+            "%prefix%",
+            "levels of A-Z a-z 0-9 _ . - joined by /",
+        ),
         ("[mqtt]\nsources = [1]", "mqtt.sources[0]", 1, "must be a table"),
         # [[devices]]
         ("[[devices]]\nid = 'green house'", "devices[0].id", "green house", "must be 1-64 of"),

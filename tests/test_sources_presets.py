@@ -345,9 +345,11 @@ async def test_esphome(settings: Settings, mosquitto: Mosquitto) -> None:
             await publish(mqtt, "livingroom/sensor/living_room_temperature/state", "nan")
             await publish(mqtt, "livingroom/sensor/living_room_temperature/state", "21.5")
             await publish(mqtt, "livingroom/sensor/pressure/state", "1013.2")
+            # (the attribute before the last reading: stored in order, it is
+            # there once the reading is)
+            await publish(mqtt, "livingroom/text_sensor/wifi_ssid/state", "home")
             await publish(mqtt, "livingroom/binary_sensor/window/state", "ON")
             await publish(mqtt, "livingroom/switch/relay/state", "OFF")
-            await publish(mqtt, "livingroom/text_sensor/wifi_ssid/state", "home")
             await publish(mqtt, "livingroom/switch/relay/command", "ON")  # to the device
             seen = await until_device(running, "livingroom", metrics=4, online=True)
             await publish(mqtt, "livingroom/status", "offline", retain=True)  # its Last Will
@@ -361,6 +363,47 @@ async def test_esphome(settings: Settings, mosquitto: Mosquitto) -> None:
     }
     assert seen.attributes["wifi_ssid"] == "home"
     assert refused == []  # "nan" (no value yet) is not an error
+
+
+async def test_each_preset_under_the_base_topic_its_firmware_was_given(
+    settings: Settings, mosquitto: Mosquitto
+) -> None:
+    settings = with_sources(
+        settings,
+        SourceSettings(preset="tasmota", base="tasmota/%topic%/%prefix%/"),
+        SourceSettings(preset="zigbee2mqtt", base="garage/zigbee"),
+        SourceSettings(preset="homie", base="site/homie"),
+        SourceSettings(preset="esphome", base="ha"),
+    )
+    discovery = {"unit_of_meas": "°C", "stat_t": "node1/sensor/t/state"}
+    async with publisher(mosquitto.url) as mqtt:
+        await publish(mqtt, "ha/sensor/node1/t/config", discovery, retain=True)
+        async with serve_hub(settings) as running:
+            for topic, payload in [
+                ("tasmota/kitchen/tele/LWT", "Online"),
+                ("tasmota/kitchen/tele/SENSOR", TASMOTA_AM2301),
+                ("garage/zigbee/plug/availability", {"state": "online"}),
+                ("garage/zigbee/plug", {"state": "ON", "power": 12}),
+                ("site/homie/car/$state", "ready"),
+                ("site/homie/car/engine/$unit", "°C"),  # a node attribute, not a property's
+                ("site/homie/car/engine/temperature/$unit", "°C"),
+                ("site/homie/car/engine/temperature", "21.5"),
+                ("node1/status", "online"),
+                ("node1/sensor/t/state", "19.5"),
+            ]:
+                await publish(mqtt, topic, payload)
+            kitchen = await until_device(running, "kitchen", metrics=2, online=True)
+            plug = await until_device(running, "plug", online=True)
+            car = await until_device(running, "car", online=True)
+            node = await until_device(running, "node1", online=True)
+            await publish(mqtt, "garage/zigbee/bridge/state", {"state": "offline"})
+            await until_device(running, "plug", online=False)
+            shown = await devices(running)
+    assert kitchen.metrics["am2301_temperature"] == (24.6, "Cel")
+    assert plug.metrics == {"power": (12.0, "W")}
+    assert car.metrics == {"engine_temperature": (21.5, "Cel")}
+    assert node.metrics == {"t": (19.5, "Cel")}
+    assert sorted(shown) == ["car", "kitchen", "node1", "plug"]
 
 
 async def test_each_preset_refuses_what_it_cannot_read_and_stores_the_next(

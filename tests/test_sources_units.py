@@ -16,6 +16,7 @@ from hub.sources.esphome import EspHome
 from hub.sources.homie import Homie
 from hub.sources.layout import Layout
 from hub.sources.names import NATIVE, DeviceNames, Holder, device_id_for
+from hub.sources.tasmota import Tasmota
 from hub.sources.zigbee2mqtt import Zigbee2Mqtt
 
 pytestmark = pytest.mark.unit
@@ -216,3 +217,69 @@ def test_esphome_discovery_with_abbreviations_and_base() -> None:
 def test_layout_topics(pattern: str, topic: str, matches: bool) -> None:
     layout = Layout(SourceSettings(topic=pattern, format="json"))
     assert (layout.decode(topic, b"1", False) is not None) is matches
+
+
+# --- base topics set up in the firmware (`base`) ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("full_topic", "topic", "name"),
+    [
+        ("%prefix%/%topic%/", "tele/kitchen/SENSOR", "kitchen"),
+        ("tasmota/%topic%/%prefix%/", "tasmota/kitchen/tele/SENSOR", "kitchen"),
+        ("%prefix%/%hostname%/%topic%", "tele/tasmota-1234/kitchen/SENSOR", "kitchen"),
+        ("tasmota/%topic%/%prefix%/", "tasmota/kitchen/stat/SENSOR", None),  # not telemetry
+        ("tasmota/%topic%/%prefix%/", "tele/kitchen/SENSOR", None),
+        ("%prefix%/%topic%/", "tele/kitchen/x/SENSOR", None),
+    ],
+)
+def test_tasmota_reads_the_full_topic_it_was_given(
+    full_topic: str, topic: str, name: str | None
+) -> None:
+    tasmota = Tasmota(SourceSettings(preset="tasmota", base=full_topic))
+    decoded = tasmota.decode(topic, b'{"AM2301": {"Temperature": 21}}', False)
+    if name is None:
+        assert decoded is None
+    else:
+        assert decoded is not None
+        assert [item.name for item in decoded] == [name]
+
+
+def test_each_preset_subscribes_and_is_allowed_under_its_base() -> None:
+    tasmota = Tasmota(SourceSettings(preset="tasmota", base="tasmota/%topic%/%prefix%/"))
+    assert [s.filter for s in tasmota.subscriptions()] == [
+        "tasmota/+/tele/SENSOR",
+        "tasmota/+/tele/STATE",
+        "tasmota/+/tele/LWT",
+    ]
+    assert tasmota.device_topics("%u") == (
+        ["tasmota/%u/tele/#", "tasmota/%u/stat/#"],
+        ["tasmota/%u/cmnd/#"],
+    )
+    zigbee = Zigbee2Mqtt(SourceSettings(preset="zigbee2mqtt", base="site/zigbee"))
+    assert [s.filter for s in zigbee.subscriptions()] == [
+        "site/zigbee/#",
+        "site/zigbee/bridge/devices",
+        "site/zigbee/bridge/state",
+    ]
+    assert zigbee.bridge_user == "site-zigbee"
+    assert zigbee.decode("site/zigbee/plug", b'{"power": 5}', False) is not None
+    assert zigbee.decode("zigbee2mqtt/plug", b'{"power": 5}', False) is None
+    assert zigbee.decode("site/zigbee/bridge/info", b"{}", True) == []
+    homie = Homie(SourceSettings(preset="homie", base="site/homie"))
+    assert homie.device_topics("%u") == (["site/homie/%u/#"], ["site/homie/%u/+/+/set"])
+    assert homie.decode("site/homie/car/$state", b"ready", True) == [
+        Telemetry("car", {"state": "ready"}),
+        Availability("car", True),
+    ]
+    assert homie.decode("site/homie/car/engine/rpm", b"900", False) == [
+        Telemetry("car", {"engine": {"rpm": 900}})
+    ]
+    assert homie.decode("homie/car/$state", b"ready", True) is None
+    esphome = EspHome(SourceSettings(preset="esphome", base="ha/discovery"))
+    config = b'{"stat_t": "n1/sensor/t/state", "unit_of_meas": "\\u00b0C"}'
+    assert esphome.decode("ha/discovery/sensor/n1/t/config", config, True) == []
+    assert esphome.decode("n1/sensor/t/state", b"21", False) == [
+        Telemetry("n1", {"t": {"value": 21, "unit": "°C"}})
+    ]
+    assert esphome.device_topics("%u")[0] == ["%u/#", "ha/discovery/+/%u/+/config"]

@@ -73,16 +73,28 @@ class Source(Protocol):
         """What the message means; None when the topic is not this source's,
         an empty list when it is but carries nothing to store."""
 
+    def device_topics(self, device_id: str) -> tuple[list[str], list[str]]:
+        """(topics it publishes, topics it reads) of one device that connects
+        to the broker itself, for the broker's ACL; none for a bridge's."""
+
 
 class Preset:
     """What each firmware preset keeps of its `[[mqtt.sources]]` entry: its
-    devices' group and the units that override the firmware's."""
+    devices' group, the units that override the firmware's, and the base
+    topic the firmware was set up with."""
 
     label = ""  # the preset's name
+    default_base = ""  # the firmware's own default base topic
 
     def __init__(self, settings: SourceSettings):
         self.group = settings.group
         self.units = settings.units
+        self.base = settings.base or self.default_base
+
+    def device_topics(self, device_id: str) -> tuple[list[str], list[str]]:
+        """(topics it publishes, topics it reads) of one device that connects
+        to the broker itself, for the broker's ACL; none for a bridge's."""
+        return [], []
 
 
 def text_of(payload: bytes) -> str | None:

@@ -1,5 +1,6 @@
 """ESPHome's MQTT component (https://esphome.io/components/mqtt.html), with
-the default `topic_prefix` (the node's name) and discovery prefix:
+the default `topic_prefix` (the node's name) and discovery prefix
+`homeassistant` (its `discovery_prefix`, or the one `base` gives):
 
 - `<node>/sensor/<object id>/state`: a number as text (`21.5`); `nan`, a
   sensor with no value yet, is skipped;
@@ -35,7 +36,6 @@ from hub.sources.base import (
     text_of,
 )
 
-DISCOVERY = "homeassistant"
 NUMERIC = frozenset({"sensor", "binary_sensor", "switch"})
 COMPONENTS = (*sorted(NUMERIC), "text_sensor")
 UNITS_MAX = 200_000  # entities whose unit is kept
@@ -45,6 +45,7 @@ class EspHome(Preset):
     """The `esphome` preset."""
 
     label = "esphome"
+    default_base = "homeassistant"
 
     def __init__(self, settings: SourceSettings):
         super().__init__(settings)
@@ -54,14 +55,21 @@ class EspHome(Preset):
         return [
             *(Subscription(f"+/{component}/+/state", telemetry=True) for component in COMPONENTS),
             Subscription("+/status", telemetry=False),
-            Subscription(f"{DISCOVERY}/+/+/+/config", telemetry=False),
+            Subscription(f"{self.base}/+/+/+/config", telemetry=False),
         ]
 
+    def device_topics(self, device_id: str) -> tuple[list[str], list[str]]:
+        return (
+            [f"{device_id}/#", f"{self.base}/+/{device_id}/+/config"],
+            [f"{device_id}/+/+/command"],
+        )
+
     def decode(self, topic: str, payload: bytes, retained: bool) -> list[Decoded] | None:
-        parts = topic.split("/")
-        if len(parts) == 5 and parts[0] == DISCOVERY and parts[4] == "config":
+        discovery = topic.startswith(self.base + "/") and topic.endswith("/config")
+        if discovery and topic.count("/") == self.base.count("/") + 4:
             self._discover(payload)
             return []
+        parts = topic.split("/")
         if len(parts) == 2 and parts[1] == "status" and parts[0]:
             state = (text_of(payload) or "").strip()
             if state in ("online", "offline"):

@@ -1,6 +1,6 @@
 """Homie, convention v4.0.0 (https://homieiot.github.io/specification/spec-core-v4_0_0/)
 and v3.0.1 where it differs (https://homieiot.github.io/specification/spec-core-v3_0_1/),
-root topic `homie`:
+root topic `homie` (or the one `base` gives):
 
 - `homie/<device>/<node>/<property>`: a value, as text (`"21.5"`), read by
   the property's `$datatype` (integer and float: numbers; boolean: 1 or 0;
@@ -36,7 +36,6 @@ from hub.sources.base import (
     text_of,
 )
 
-ROOT = "homie"
 CONNECTED = frozenset({"init", "ready", "alert"})
 DISCONNECTED = frozenset({"disconnected", "sleeping", "lost"})
 TEXT_TYPES = frozenset({"string", "enum", "color", "datetime", "duration"})
@@ -55,6 +54,7 @@ class Homie(Preset):
     """The `homie` preset."""
 
     label = "homie"
+    default_base = "homie"
 
     def __init__(self, settings: SourceSettings):
         super().__init__(settings)
@@ -63,15 +63,22 @@ class Homie(Preset):
         self.datatype: dict[tuple[str, str, str], str] = {}
 
     def subscriptions(self) -> list[Subscription]:
+        root = self.base
         return [
-            Subscription(f"{ROOT}/+/+", telemetry=False),  # device attributes, $state
-            Subscription(f"{ROOT}/+/+/+", telemetry=True),  # values; v3 $stats, $fw
-            Subscription(f"{ROOT}/+/+/+/+", telemetry=False),  # property attributes
+            Subscription(f"{root}/+/+", telemetry=False),  # device attributes, $state
+            Subscription(f"{root}/+/+/+", telemetry=True),  # values; v3 $stats, $fw
+            Subscription(f"{root}/+/+/+/+", telemetry=False),  # property attributes
         ]
 
+    def device_topics(self, device_id: str) -> tuple[list[str], list[str]]:
+        return [f"{self.base}/{device_id}/#"], [f"{self.base}/{device_id}/+/+/set"]
+
     def decode(self, topic: str, payload: bytes, retained: bool) -> list[Decoded] | None:
-        parts = topic.split("/")
-        if len(parts) < 3 or len(parts) > 5 or parts[0] != ROOT or parts[1].startswith("$"):
+        if not topic.startswith(self.base + "/"):
+            return None
+        # [root, device, ...] whatever levels the root has
+        parts = [self.base, *topic[len(self.base) + 1 :].split("/")]
+        if len(parts) < 3 or len(parts) > 5 or parts[1].startswith("$"):
             return None
         device = parts[1]
         text = text_of(payload)

@@ -50,6 +50,10 @@ class Layout:
         topic = "/".join("+" if level in (DEVICE, METRIC) else level for level in self.levels)
         return [Subscription(topic, telemetry=True)]
 
+    def device_topics(self, device_id: str) -> tuple[list[str], list[str]]:
+        mine = [device_id if v == DEVICE else "+" if v == METRIC else v for v in self.levels]
+        return ["/".join(mine)], []
+
     def matches(self, parts: list[str]) -> bool:
         fixed = self.levels[:-1] if self.open_end else self.levels
         if len(parts) < len(fixed) or (not self.open_end and len(parts) != len(fixed)):

@@ -1,5 +1,6 @@
 """Tasmota (https://tasmota.github.io/docs/MQTT/), with its default
-FullTopic `%prefix%/%topic%/`:
+FullTopic `%prefix%/%topic%/` (or the one `base` gives, such as
+`tasmota/%topic%/%prefix%/`; `%hostname%` and `%id%` match any level):
 
 - `tele/<topic>/SENSOR`: sensor readings, JSON, one object per sensor
   (`{"Time": ..., "AM2301": {"Temperature": 24.6, "Humidity": 58.2},
@@ -23,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from hub.config import SourceSettings
 from hub.sources.base import (
     Availability,
     Decoded,
@@ -33,7 +35,8 @@ from hub.sources.base import (
     text_of,
 )
 
-PREFIX = "tele"
+PREFIX = "tele"  # Prefix3, where telemetry goes (stat: Prefix2, cmnd: Prefix1)
+TOKENS = frozenset({"%prefix%", "%topic%", "%hostname%", "%id%"})
 _TEMPERATURE_UNITS = {"C": "Cel", "F": "degF"}
 # Keys the firmware uses for values that are temperatures or pressures.
 _TEMPERATURES = ("temperature", "dew_point")
@@ -58,19 +61,55 @@ class Tasmota(Preset):
     """The `tasmota` preset."""
 
     label = "tasmota"
+    default_base = "%prefix%/%topic%/"
+
+    def __init__(self, settings: SourceSettings):
+        super().__init__(settings)
+        self.levels = tuple(self.base.removesuffix("/").split("/"))
+
+    def full_topic(self, prefix: str, device: str) -> str:
+        """The FullTopic with its tokens filled in (`+` for the others)."""
+        return "/".join(
+            prefix
+            if level == "%prefix%"
+            else device
+            if level == "%topic%"
+            else "+"
+            if level in TOKENS
+            else level
+            for level in self.levels
+        )
 
     def subscriptions(self) -> list[Subscription]:
+        tele = self.full_topic(PREFIX, "+")
         return [
-            Subscription(f"{PREFIX}/+/SENSOR", telemetry=True),
-            Subscription(f"{PREFIX}/+/STATE", telemetry=True),
-            Subscription(f"{PREFIX}/+/LWT", telemetry=False),
+            Subscription(f"{tele}/SENSOR", telemetry=True),
+            Subscription(f"{tele}/STATE", telemetry=True),
+            Subscription(f"{tele}/LWT", telemetry=False),
         ]
+
+    def device_topics(self, device_id: str) -> tuple[list[str], list[str]]:
+        return (
+            [f"{self.full_topic('tele', device_id)}/#", f"{self.full_topic('stat', device_id)}/#"],
+            [f"{self.full_topic('cmnd', device_id)}/#"],
+        )
 
     def decode(self, topic: str, payload: bytes, retained: bool) -> list[Decoded] | None:
         parts = topic.split("/")
-        if len(parts) != 3 or parts[0] != PREFIX or not parts[1]:
+        if len(parts) != len(self.levels) + 1:
             return None
-        name, kind = parts[1], parts[2]
+        name = ""
+        for level, part in zip(self.levels, parts, strict=False):
+            if level == "%topic%":
+                name = part
+            elif level == "%prefix%":
+                if part != PREFIX:
+                    return None
+            elif level not in TOKENS and part != level:
+                return None
+        if not name:
+            return None
+        kind = parts[-1]
         if kind == "LWT":
             text = (text_of(payload) or "").strip().lower()
             if text in ("online", "offline"):

@@ -1,5 +1,5 @@
 """Zigbee2MQTT (https://www.zigbee2mqtt.io/guide/usage/mqtt_topics_and_messages.html),
-base topic `zigbee2mqtt`:
+base topic `zigbee2mqtt` (its `mqtt.base_topic`, or the one `base` gives):
 
 - `zigbee2mqtt/<friendly name>`: the device's state, always a JSON object
   (`{"temperature": 27.34, "humidity": 44.72}`); a friendly name may hold
@@ -45,7 +45,6 @@ from hub.sources.base import (
     text_of,
 )
 
-BASE = "zigbee2mqtt"
 DOCUMENTED_UNITS: Mapping[str, str] = {
     "temperature": "°C",
     "device_temperature": "°C",
@@ -71,6 +70,7 @@ class Zigbee2Mqtt(Preset):
     """The `zigbee2mqtt` preset."""
 
     label = "zigbee2mqtt"
+    default_base = "zigbee2mqtt"
 
     def __init__(self, settings: SourceSettings):
         super().__init__(settings)
@@ -79,19 +79,24 @@ class Zigbee2Mqtt(Preset):
         # friendly names heard from, in this run (a dict keeps their order)
         self.heard: dict[str, None] = {}
 
+    @property
+    def bridge_user(self) -> str:
+        """The bridge's broker user: its base topic, `/` made `-`."""
+        return self.base.replace("/", "-")
+
     def subscriptions(self) -> list[Subscription]:
         return [
-            Subscription(f"{BASE}/#", telemetry=True),
+            Subscription(f"{self.base}/#", telemetry=True),
             # Every hub of a cluster needs the units and the bridge's state,
             # (the line above may be shared): each offlines the devices it heard.
-            Subscription(f"{BASE}/bridge/devices", telemetry=False),
-            Subscription(f"{BASE}/bridge/state", telemetry=False),
+            Subscription(f"{self.base}/bridge/devices", telemetry=False),
+            Subscription(f"{self.base}/bridge/state", telemetry=False),
         ]
 
     def decode(self, topic: str, payload: bytes, retained: bool) -> list[Decoded] | None:
-        if not topic.startswith(BASE + "/"):
+        if not topic.startswith(self.base + "/"):
             return None
-        rest = topic[len(BASE) + 1 :]
+        rest = topic[len(self.base) + 1 :]
         if rest == "bridge" or rest.startswith("bridge/"):
             if rest == "bridge/devices":
                 self._describe(payload)
