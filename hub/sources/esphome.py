@@ -49,6 +49,7 @@ class EspHome(Preset):
 
     def __init__(self, settings: SourceSettings):
         super().__init__(settings)
+        self.discovery = self.base + "/"
         self.unit_of: dict[str, str] = {}  # state topic -> unit, from discovery
 
     def subscriptions(self) -> list[Subscription]:
@@ -65,8 +66,8 @@ class EspHome(Preset):
         )
 
     def decode(self, topic: str, payload: bytes, retained: bool) -> list[Decoded] | None:
-        discovery = topic.startswith(self.base + "/") and topic.endswith("/config")
-        if discovery and topic.count("/") == self.base.count("/") + 4:
+        discovery = topic.startswith(self.discovery) and topic.endswith("/config")
+        if discovery and topic.count("/") == self.discovery.count("/") + 3:
             self._discover(payload)
             return []
         parts = topic.split("/")

@@ -58,6 +58,7 @@ class Homie(Preset):
 
     def __init__(self, settings: SourceSettings):
         super().__init__(settings)
+        self.root = self.base + "/"
         # (device, node, property) -> "$unit" / "$datatype" as published
         self.unit: dict[tuple[str, str, str], str] = {}
         self.datatype: dict[tuple[str, str, str], str] = {}
@@ -74,22 +75,22 @@ class Homie(Preset):
         return [f"{self.base}/{device_id}/#"], [f"{self.base}/{device_id}/+/+/set"]
 
     def decode(self, topic: str, payload: bytes, retained: bool) -> list[Decoded] | None:
-        if not topic.startswith(self.base + "/"):
+        if not topic.startswith(self.root):
             return None
-        # [root, device, ...] whatever levels the root has
-        parts = [self.base, *topic[len(self.base) + 1 :].split("/")]
-        if len(parts) < 3 or len(parts) > 5 or parts[1].startswith("$"):
+        # [device, ...]: the levels under the root, whatever levels it has
+        parts = topic[len(self.root) :].split("/")
+        if len(parts) < 2 or len(parts) > 4 or parts[0].startswith("$"):
             return None
-        device = parts[1]
+        device = parts[0]
         text = text_of(payload)
         if text is None:
             return [Refused(device, "a Homie payload must be UTF-8 text")]
-        if len(parts) == 3:
-            return self._device_attribute(device, parts[2], text)
-        if len(parts) == 5:
-            self._property_attribute(device, parts[2], parts[3], parts[4], text)
+        if len(parts) == 2:
+            return self._device_attribute(device, parts[1], text)
+        if len(parts) == 4:
+            self._property_attribute(device, parts[1], parts[2], parts[3], text)
             return []
-        node, prop = parts[2], parts[3]
+        node, prop = parts[1], parts[2]
         if node in ("$stats", "$fw"):
             return self._legacy(device, node, prop, text)
         if node.startswith("$") or prop.startswith("$"):

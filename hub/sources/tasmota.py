@@ -66,6 +66,11 @@ class Tasmota(Preset):
     def __init__(self, settings: SourceSettings):
         super().__init__(settings)
         self.levels = tuple(self.base.removesuffix("/").split("/"))
+        # where decode finds each part of a topic: FullTopic's levels, then the kind
+        self._length = len(self.levels) + 1
+        self._prefix_at = self.levels.index("%prefix%")
+        self._name_at = self.levels.index("%topic%")
+        self._fixed = tuple((i, v) for i, v in enumerate(self.levels) if v not in TOKENS)
 
     def full_topic(self, prefix: str, device: str) -> str:
         """The FullTopic with its tokens filled in (`+` for the others)."""
@@ -96,20 +101,13 @@ class Tasmota(Preset):
 
     def decode(self, topic: str, payload: bytes, retained: bool) -> list[Decoded] | None:
         parts = topic.split("/")
-        if len(parts) != len(self.levels) + 1:
+        if len(parts) != self._length or parts[self._prefix_at] != PREFIX:
             return None
-        name = ""
-        for level, part in zip(self.levels, parts, strict=False):
-            if level == "%topic%":
-                name = part
-            elif level == "%prefix%":
-                if part != PREFIX:
-                    return None
-            elif level not in TOKENS and part != level:
-                return None
+        if self._fixed and any(parts[i] != level for i, level in self._fixed):
+            return None
+        name, kind = parts[self._name_at], parts[-1]
         if not name:
             return None
-        kind = parts[-1]
         if kind == "LWT":
             text = (text_of(payload) or "").strip().lower()
             if text in ("online", "offline"):

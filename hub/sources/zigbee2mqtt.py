@@ -74,6 +74,7 @@ class Zigbee2Mqtt(Preset):
 
     def __init__(self, settings: SourceSettings):
         super().__init__(settings)
+        self.root = self.base + "/"
         # friendly name -> property -> unit, from bridge/devices
         self.described: dict[str, dict[str, str]] = {}
         # friendly names heard from, in this run (a dict keeps their order)
@@ -94,9 +95,9 @@ class Zigbee2Mqtt(Preset):
         ]
 
     def decode(self, topic: str, payload: bytes, retained: bool) -> list[Decoded] | None:
-        if not topic.startswith(self.base + "/"):
+        if not topic.startswith(self.root):
             return None
-        rest = topic[len(self.base) + 1 :]
+        rest = topic[len(self.root) :]
         if rest == "bridge" or rest.startswith("bridge/"):
             if rest == "bridge/devices":
                 self._describe(payload)
