@@ -4,6 +4,7 @@ says why as data (its kind), which the adapters turn into their answers."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +59,23 @@ def test_dashboards_need_no_token_when_none_is_set() -> None:
     auth = Authenticator(AuthSettings(), ())
     auth.check_dashboard("")
     assert not auth.dashboard_token_required
+
+
+def test_a_token_file_is_read_once_and_a_tokenless_entry_takes_any_token(
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "gh5.token"
+    secret.write_text("from-a-file\n")
+    listed = (
+        DeviceSettings(id="gh-5", token_file=str(secret)),
+        DeviceSettings(id="gh-6"),  # listed, no token: enrollment alone
+    )
+    auth = Authenticator(AuthSettings(), listed)
+    secret.write_text("changed later\n")  # read at startup, as the broker's files are made
+    assert auth.enroll == "listed"
+    auth.check_device("gh-5", "from-a-file")
+    assert refusal(auth.check_device, "gh-5", "changed later").kind is AuthFailure.WRONG_TOKEN
+    auth.check_device("gh-6", "")
+    auth.check_device("gh-6", "anything")
+    assert auth.listed == ("gh-5", "gh-6")
+    assert Authenticator(AuthSettings(), (DeviceSettings(id="gh-6"),)).enroll == "open"
