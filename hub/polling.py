@@ -11,6 +11,11 @@ does not care (it aborts its request), but python-engineio's client waits for
 that GET in `disconnect()`, so it hangs for tens of seconds. The Node.js
 server answers the pending GET at once; so does the hub, by handing the
 closed session's queue a NOOP packet.
+
+python-engineio's poll (4.15.1) turns a cancellation into an empty queue:
+a GET whose task is cancelled while it waits closes its session and
+returns a 400 instead of raising CancelledError. Whatever cancels a task
+inside a long-poll must not count on the cancellation reaching it.
 """
 
 from __future__ import annotations
