@@ -232,12 +232,14 @@ async def test_a_postgresql_restart_under_load_acknowledges_nothing_unstored(
             )
             try:
                 await wait_until(lambda: running.hub.store.head >= 300, 20, "readings stored")
-                server.stop()
+                # In a thread: pg_ctl waits for the shutdown, and the hub on this
+                # event loop must go on meanwhile, as it would beside a real one.
+                await asyncio.to_thread(server.stop)
                 down_at = sent[0]
                 await polled(ready, lambda status: status == 503, 30, "/readyz 503")
                 await wait_until(lambda: sent[0] >= down_at + 200, 30, "publishes while away")
                 assert await ready() == 503
-                server.start()
+                await asyncio.to_thread(server.start)
                 await polled(ready, lambda status: status == 200, 30, "/readyz 200")
                 await publishing
                 await wait_until_stored(url, list(range(total)), within=60)

@@ -147,7 +147,8 @@ async def test_a_full_disk_stops_acknowledgements_and_loses_nothing(
         await wait_until(lambda: running.hub.writer.failing is None, 15, "commits to succeed")
         await checkpoints.run_pass()
         assert store.failing is None
-        assert len(board.readings) > stored_then
+        # what waited (the broker's message) is committed, then reaches the board
+        await wait_until(lambda: len(board.readings) > stored_then, 15, "the held message live")
         # the devices send again what they were refused
         for device_seq in list(refused):
             assert (await post(device_seq))[0] == 202
