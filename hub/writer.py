@@ -157,7 +157,17 @@ class Writer:
 
     async def __aenter__(self) -> Writer:
         self._task = asyncio.create_task(self._run(), name="writer")
+        self._task.add_done_callback(self._stopped)
         return self
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        """The loop ended by an error a store did not turn into a StoreError:
+        nothing is committed from now on, so the hub must not say it is ready
+        (nor tell devices to wait for commits that will not come)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self.failing = f"the writer stopped: {task.exception()!r}"
+        log.error("the writer stopped; nothing more is committed", exc_info=task.exception())
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

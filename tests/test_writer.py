@@ -171,6 +171,24 @@ async def test_a_store_that_refuses_holds_everything_and_devices_are_told_why() 
     assert [r.device_id for r in published.readings] == ["m1"]
 
 
+async def test_a_writer_stopped_by_an_unexpected_error_says_so() -> None:
+    class Broken(FakeStore):
+        async def write(self, batch: Any) -> Any:
+            raise RuntimeError("a bug in a store")
+
+    store = Broken()
+    writer = running(store, Published(store))
+    async with writer:
+        held = await writer.enqueue(Source.MQTT, T0, [message("m1", '{"a": 1}')], ["m1"])
+        await wait_until(lambda: writer.failing is not None, what="the writer's stop reported")
+        assert "RuntimeError('a bug in a store')" in (writer.failing or "")
+        with pytest.raises(HubBusy, match="the writer stopped"):
+            await writer.submit(Source.HTTP, T0, [message("h1", '{"a": 1}')], ["h1"], wait=False)
+        assert not held.done()
+        with pytest.raises(RuntimeError, match="a bug in a store"):
+            await writer.close()
+
+
 async def test_a_full_queue_answers_busy_at_once() -> None:
     store = FakeStore(gate=asyncio.Event())
     published = Published(store)

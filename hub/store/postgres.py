@@ -86,7 +86,18 @@ PRESENCE_LOG_KEPT = 1_000_000  # seqs of presence changes kept behind the head
 COMMAND_TIMEOUT = 30.0  # seconds a statement may take before the operation fails
 NOTIFY_MAX = 7900  # bytes of a NOTIFY payload (PostgreSQL refuses 8,000 and more)
 MIGRATION_LOCK = 7_171_717  # advisory lock key: one hub migrates at a time
-DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# What the database being away looks like. InternalClientError included: when
+# PostgreSQL shuts down under load, a pooled connection can be left mid-operation
+# and the next statement on it fails with "cannot switch to state 15; another
+# operation (2) is in progress"; not caught, it ended the writer's task, and the
+# hub took messages it would never commit while /readyz still said ready.
+DOWN = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 Stamped = TypeVar("Stamped", PendingReading, Attribute)
 
