@@ -390,27 +390,24 @@ def _check_source(source: SourceSettings, where: str) -> None:
             )
 
 
+# The tokens of Tasmota's FullTopic that stand for a whole level (hub.sources.tasmota).
 TASMOTA_TOKENS = ("%prefix%", "%topic%", "%hostname%", "%id%")
 
 
 def _check_base(source: SourceSettings, where: str) -> None:
     if not source.preset:
         raise ConfigError(where, source.base, "only a preset has a base topic")
+    tasmota = source.preset == "tasmota"
     # Tasmota's FullTopic ends with /; Tasmota adds it when it does not.
-    levels = source.base.removesuffix("/").split("/") if source.preset == "tasmota" else None
-    if levels is not None:
+    levels = (source.base.removesuffix("/") if tasmota else source.base).split("/")
+    rule = "levels of A-Z a-z 0-9 _ . - joined by /"
+    if tasmota:
+        rule += f", or whole levels {', '.join(TASMOTA_TOKENS)}"
         for token in ("%prefix%", "%topic%"):
             if levels.count(token) != 1:
                 raise ConfigError(where, source.base, f"a FullTopic needs {token} as one level")
-    else:
-        levels = source.base.split("/")
     for level in levels:
-        if level in TASMOTA_TOKENS and source.preset == "tasmota":
-            continue
-        if not is_valid_device_id(level):
-            rule = "levels of A-Z a-z 0-9 _ . - joined by /"
-            if source.preset == "tasmota":
-                rule += f", or whole levels {', '.join(TASMOTA_TOKENS)}"
+        if not is_valid_device_id(level) and not (tasmota and level in TASMOTA_TOKENS):
             raise ConfigError(where, source.base, f"must be {rule}")
 
 

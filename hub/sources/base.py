@@ -90,10 +90,11 @@ class Preset:
         self.group = settings.group
         self.units = settings.units
         self.base = settings.base or self.default_base
+        self.root = self.base + "/"  # what every topic under the base starts with
 
     def device_topics(self, device_id: str) -> tuple[list[str], list[str]]:
-        """(topics it publishes, topics it reads) of one device that connects
-        to the broker itself, for the broker's ACL; none for a bridge's."""
+        """None, unless the preset says otherwise: a bridge's devices do not
+        connect to the broker themselves (`Source.device_topics`)."""
         return [], []
 
 

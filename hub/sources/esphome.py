@@ -49,7 +49,6 @@ class EspHome(Preset):
 
     def __init__(self, settings: SourceSettings):
         super().__init__(settings)
-        self.discovery = self.base + "/"
         self.unit_of: dict[str, str] = {}  # state topic -> unit, from discovery
 
     def subscriptions(self) -> list[Subscription]:
@@ -66,8 +65,8 @@ class EspHome(Preset):
         )
 
     def decode(self, topic: str, payload: bytes, retained: bool) -> list[Decoded] | None:
-        discovery = topic.startswith(self.discovery) and topic.endswith("/config")
-        if discovery and topic.count("/") == self.discovery.count("/") + 3:
+        discovery = topic.startswith(self.root) and topic.endswith("/config")
+        if discovery and topic.count("/") == self.root.count("/") + 3:
             self._discover(payload)
             return []
         parts = topic.split("/")

@@ -58,17 +58,15 @@ class Homie(Preset):
 
     def __init__(self, settings: SourceSettings):
         super().__init__(settings)
-        self.root = self.base + "/"
         # (device, node, property) -> "$unit" / "$datatype" as published
         self.unit: dict[tuple[str, str, str], str] = {}
         self.datatype: dict[tuple[str, str, str], str] = {}
 
     def subscriptions(self) -> list[Subscription]:
-        root = self.base
         return [
-            Subscription(f"{root}/+/+", telemetry=False),  # device attributes, $state
-            Subscription(f"{root}/+/+/+", telemetry=True),  # values; v3 $stats, $fw
-            Subscription(f"{root}/+/+/+/+", telemetry=False),  # property attributes
+            Subscription(f"{self.root}+/+", telemetry=False),  # device attributes, $state
+            Subscription(f"{self.root}+/+/+", telemetry=True),  # values; v3 $stats, $fw
+            Subscription(f"{self.root}+/+/+/+", telemetry=False),  # property attributes
         ]
 
     def device_topics(self, device_id: str) -> tuple[list[str], list[str]]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from hub.config import SourceSettings
+from hub.config import TASMOTA_TOKENS, SourceSettings
 from hub.sources.base import (
     Availability,
     Decoded,
@@ -36,7 +36,6 @@ from hub.sources.base import (
 )
 
 PREFIX = "tele"  # Prefix3, where telemetry goes (stat: Prefix2, cmnd: Prefix1)
-TOKENS = frozenset({"%prefix%", "%topic%", "%hostname%", "%id%"})
 _TEMPERATURE_UNITS = {"C": "Cel", "F": "degF"}
 # Keys the firmware uses for values that are temperatures or pressures.
 _TEMPERATURES = ("temperature", "dew_point")
@@ -70,20 +69,12 @@ class Tasmota(Preset):
         self._length = len(self.levels) + 1
         self._prefix_at = self.levels.index("%prefix%")
         self._name_at = self.levels.index("%topic%")
-        self._fixed = tuple((i, v) for i, v in enumerate(self.levels) if v not in TOKENS)
+        self._fixed = tuple((i, v) for i, v in enumerate(self.levels) if v not in TASMOTA_TOKENS)
 
     def full_topic(self, prefix: str, device: str) -> str:
         """The FullTopic with its tokens filled in (`+` for the others)."""
-        return "/".join(
-            prefix
-            if level == "%prefix%"
-            else device
-            if level == "%topic%"
-            else "+"
-            if level in TOKENS
-            else level
-            for level in self.levels
-        )
+        filled = {"%prefix%": prefix, "%topic%": device, "%hostname%": "+", "%id%": "+"}
+        return "/".join(filled.get(level, level) for level in self.levels)
 
     def subscriptions(self) -> list[Subscription]:
         tele = self.full_topic(PREFIX, "+")

@@ -74,7 +74,6 @@ class Zigbee2Mqtt(Preset):
 
     def __init__(self, settings: SourceSettings):
         super().__init__(settings)
-        self.root = self.base + "/"
         # friendly name -> property -> unit, from bridge/devices
         self.described: dict[str, dict[str, str]] = {}
         # friendly names heard from, in this run (a dict keeps their order)
@@ -88,8 +87,8 @@ class Zigbee2Mqtt(Preset):
     def subscriptions(self) -> list[Subscription]:
         return [
             Subscription(f"{self.base}/#", telemetry=True),
-            # Every hub of a cluster needs the units and the bridge's state,
-            # (the line above may be shared): each offlines the devices it heard.
+            # Every hub of a cluster needs the units and the bridge's state (the
+            # line above may be shared): each offlines the devices it heard.
             Subscription(f"{self.base}/bridge/devices", telemetry=False),
             Subscription(f"{self.base}/bridge/state", telemetry=False),
         ]
